@@ -1,0 +1,1 @@
+"""workflow_trigger: trigger remote workflows and wait for their results."""

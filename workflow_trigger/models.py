@@ -1,0 +1,221 @@
+"""The SDK's value types: what a run is, what one poll saw, how a run ended.
+
+All are frozen, slotted attrs classes with keyword-only fields. Parsing lives
+in named constructors (``Execution.from_token``), never in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from .errors import InvalidInputError, WorkflowFailed
+
+__all__ = [
+    "Artifact",
+    "ErrorInfo",
+    "Execution",
+    "Outcome",
+    "Snapshot",
+    "Status",
+    "Step",
+]
+
+T = TypeVar("T")
+
+_TOKEN_PREFIX = "wt1."
+
+
+class Status(enum.Enum):
+    """Where an execution stands, the same for every platform.
+
+    The platform's own word is kept beside it (``raw_status``).
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED})
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInputError("datetimes in workflow_trigger models must be timezone-aware")
+    return value.astimezone(timezone.utc)
+
+
+def _frozen_str_map(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class Execution:
+    """The handle of one triggered run.
+
+    ``provider`` is the platform kind (``"codika"``...), ``extras`` the
+    platform's other ids (Codika process instance id, Pinkfish automation id,
+    AwaitStep instance id). ``token()`` turns it into a string another process
+    can resume waiting on; it holds no secret and no base URL.
+    """
+
+    provider: str
+    workflow_id: str
+    execution_id: str
+    extras: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_frozen_str_map, hash=False, repr=True
+    )
+    triggered_at: datetime = attrs.field(converter=_utc)
+
+    def token(self) -> str:
+        """A compact, versioned, URL-safe string that ``Execution.from_token`` reads back."""
+        body = {
+            "p": self.provider,
+            "w": self.workflow_id,
+            "e": self.execution_id,
+            "t": self.triggered_at.isoformat(),
+        }
+        if self.extras:
+            body["x"] = dict(self.extras)  # type: ignore[assignment]
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def from_token(cls, token: str) -> Execution:
+        """The ``Execution`` a ``token()`` string describes.
+
+        Raises ``InvalidInputError`` for anything that is not a token this SDK wrote.
+        """
+        if not isinstance(token, str) or not token.startswith(_TOKEN_PREFIX):
+            raise InvalidInputError(
+                "not a workflow_trigger execution token (they start with 'wt1.'): "
+                "pass the string that Execution.token() returned"
+            )
+        encoded = token[len(_TOKEN_PREFIX) :]
+        try:
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            body = json.loads(raw)
+            extras = body.get("x", {})
+            fields = (body["p"], body["w"], body["e"], body["t"])
+            if not all(isinstance(f, str) and f for f in fields) or not (
+                isinstance(extras, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in extras.items())
+            ):
+                raise ValueError("wrong field types")
+            triggered_at = datetime.fromisoformat(body["t"])
+            return cls(
+                provider=body["p"],
+                workflow_id=body["w"],
+                execution_id=body["e"],
+                extras=extras,
+                triggered_at=triggered_at,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise InvalidInputError(
+                "the execution token is corrupt or truncated: pass the exact string that "
+                "Execution.token() returned"
+            ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One step of a multi-step run, where the platform reports them."""
+
+    id: str
+    name: str | None = None
+    status: Status
+    raw_status: str
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """Why a run failed, as the platform said it."""
+
+    message: str
+    code: str | None = None
+    details: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class Artifact:
+    """A file a run produced (Pinkfish result files)."""
+
+    name: str
+    url: str = attrs.field(repr=False)
+    mime_type: str | None = None
+    size: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """One observation of an execution.
+
+    ``result`` and ``error`` are the platform's raw data, present once the run
+    has ended; ``retry_after`` is the server's hint for the next poll.
+    """
+
+    status: Status
+    raw_status: str
+    steps: tuple[Step, ...] = ()
+    observed_at: datetime = attrs.field(converter=_utc)
+    result: Any = attrs.field(default=None, repr=False)
+    error: ErrorInfo | None = None
+    retry_after: float | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Outcome(Generic[T]):
+    """How one execution ended.
+
+    A remote failure is data here (``status=FAILED``, ``error`` set), not an
+    exception; ``unwrap()`` turns it into one when that is what you want. In
+    ``run_many``, ``index`` and ``key`` name the item, and ``exception`` holds
+    what ended the item locally (a refused trigger, ``PollTimeout``...).
+    """
+
+    execution: Execution | None
+    status: Status | None
+    result: T | None = None
+    error: ErrorInfo | None = None
+    artifacts: tuple[Artifact, ...] = ()
+    designated_output: Artifact | None = None
+    polls: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw_status: str | None = None
+    index: int | None = None
+    key: Any = None
+    exception: BaseException | None = attrs.field(default=None, eq=False)
+    possibly_duplicated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exception is None and self.status is Status.SUCCEEDED
+
+    def unwrap(self) -> T:
+        """The result, or raise: the local exception, else ``WorkflowFailed``."""
+        if self.exception is not None:
+            raise self.exception
+        if self.status is not Status.SUCCEEDED:
+            what = self.status.value if self.status else "unknown"
+            detail = f": {self.error.message}" if self.error else ""
+            ex = self.execution
+            name = f" {ex.workflow_id!r} (execution {ex.execution_id})" if ex else ""
+            raise WorkflowFailed(f"workflow{name} ended {what}{detail}", outcome=self)
+        return self.result  # type: ignore[return-value]

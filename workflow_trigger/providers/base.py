@@ -1,0 +1,314 @@
+"""The Provider protocol: one platform's wire format, with no I/O.
+
+A provider turns the SDK's intents into ``Request`` values and the platform's
+answers (``Response`` values) into models. It never opens a socket, reads a
+clock, draws a random number or sleeps: the client passes in what it needs
+(the current time, a message id for a signature). That keeps each provider
+testable with plain dicts, and lets the client own retries, deadlines and
+cancellation in one place.
+
+The client drives a provider like this::
+
+    req = provider.trigger_request(workflow_id, payload, options, context)
+    triggered = provider.parse_trigger(workflow_id, response, context)
+    req = provider.status_request(execution)                 # repeatedly
+    snap = provider.parse_status(execution, response, now)   # until terminal
+    req = provider.result_request(execution, snap)           # optional: None for most
+    snap = provider.parse_result(execution, snap, response)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from urllib.parse import quote, urlsplit
+
+import attrs
+
+from .._secrets import Secret, redact_url
+from ..errors import (
+    APIError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLarge,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    UnsupportedOperation,
+)
+from ..models import Execution, Snapshot, Status
+from ..policies import PollPolicy, parse_retry_after
+
+logger = logging.getLogger("workflow_trigger")
+
+__all__ = [
+    "Control",
+    "Provider",
+    "ProviderBase",
+    "Request",
+    "RequestKind",
+    "Response",
+    "TriggerContext",
+    "TriggerOptions",
+    "Triggered",
+    "as_object",
+    "check_base_url",
+    "error_for_status",
+    "finite_number",
+    "json_body",
+    "map_status",
+    "path_segment",
+]
+
+RequestKind = Literal["trigger", "status", "result", "control", "download"]
+Control = Literal["cancel", "pause", "resume", "event"]
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """One HTTP request, fully described.
+
+    ``retry_after_send`` says whether the request may be sent again after it
+    may have reached the server (GETs; triggers only where the platform honours
+    an idempotency key). ``redacted_url`` is the form safe to log.
+    """
+
+    kind: RequestKind
+    method: str
+    url: str = attrs.field(repr=False)
+    redacted_url: str
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    body: bytes | None = attrs.field(default=None, repr=False)
+    retry_after_send: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """One HTTP response; ``headers`` has lower-case names."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or ``ProtocolError``."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            snippet = self.body[:80].decode("utf-8", "replace")
+            raise ProtocolError(
+                f"expected a JSON body (HTTP {self.status}) but got {snippet!r}: "
+                "is base_url pointing at the platform's API root?"
+            ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class TriggerOptions:
+    idempotency_key: str | None = None
+    connection_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TriggerContext:
+    """What the client supplies so providers stay pure: the time and a fresh message id."""
+
+    now: datetime
+    message_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Triggered:
+    """A trigger's answer: the handle, and a first snapshot when the reply carried one
+    (a terminal snapshot means the run already ended and no poll is needed)."""
+
+    execution: Execution
+    snapshot: Snapshot | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the client needs of a platform. ``ProviderBase`` implements the common parts."""
+
+    kind: ClassVar[str]
+    default_poll: PollPolicy
+    default_rate_limit: float | None
+
+    def trigger_request(
+        self,
+        workflow_id: str,
+        payload: Any,
+        options: TriggerOptions,
+        context: TriggerContext,
+    ) -> Request: ...
+
+    def parse_trigger(
+        self, workflow_id: str, response: Response, context: TriggerContext
+    ) -> Triggered: ...
+
+    def status_request(self, execution: Execution) -> Request: ...
+
+    def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot: ...
+
+    def result_request(self, execution: Execution, snapshot: Snapshot) -> Request | None: ...
+
+    def parse_result(
+        self, execution: Execution, snapshot: Snapshot, response: Response
+    ) -> Snapshot: ...
+
+    def control_request(self, execution: Execution, control: Control, data: Any) -> Request: ...
+
+    def parse_control(self, execution: Execution, response: Response) -> None: ...
+
+    def redact(self, url: str) -> str: ...
+
+
+class ProviderBase:
+    """Shared defaults: no result request, no controls, redaction of own secrets."""
+
+    kind: ClassVar[str] = "base"
+    default_poll: PollPolicy = PollPolicy()
+    default_rate_limit: float | None = None
+    #: query parameters whose values are masked wherever a URL is shown
+    secret_query_keys: ClassVar[tuple[str, ...]] = ()
+
+    def _secrets(self) -> tuple[Secret, ...]:
+        return ()
+
+    def redact(self, url: str) -> str:
+        return redact_url(url, self._secrets(), self.secret_query_keys)
+
+    def result_request(self, execution: Execution, snapshot: Snapshot) -> Request | None:
+        return None
+
+    def parse_result(
+        self, execution: Execution, snapshot: Snapshot, response: Response
+    ) -> Snapshot:
+        return snapshot
+
+    def control_request(self, execution: Execution, control: Control, data: Any) -> Request:
+        raise UnsupportedOperation(
+            f"{type(self).__name__} has no documented {control!r} operation; "
+            "nothing was sent to the platform"
+        )
+
+    def parse_control(self, execution: Execution, response: Response) -> None:
+        raise UnsupportedOperation(f"{type(self).__name__} has no control operations")
+
+
+def path_segment(value: Any, what: str) -> str:
+    """``value`` percent-encoded as one URL path segment, or ``InvalidInputError``.
+
+    Every character outside the unreserved set is encoded, so ``/``, ``?`` and
+    ``#`` cannot reach another endpoint; ``.`` and ``..`` are refused outright
+    because URL normalisation would turn them into a walk up the path.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
+    if value in {".", ".."} or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidInputError(
+            f"{what} {value!r} is not a valid identifier: it may not be '.' or '..' "
+            "or contain control characters"
+        )
+    return quote(value, safe="")
+
+
+def json_body(data: Any, what: str = "payload", limit: int | None = None) -> bytes:
+    """``data`` serialised as compact JSON, or ``InvalidInputError`` / ``PayloadTooLarge``."""
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"the {what} must be JSON-serialisable (dicts, lists, str, finite numbers, "
+            f"bool, None): {exc}"
+        ) from exc
+    body = text.encode()
+    if limit is not None and len(body) > limit:
+        raise PayloadTooLarge(
+            f"the {what} is {len(body):,} bytes serialised, over the platform's limit of "
+            f"{limit:,} bytes; nothing was sent. Send a reference (a URL or an id) instead."
+        )
+    return body
+
+
+_ERROR_CLASSES: tuple[tuple[Callable[[int], bool], type[APIError]], ...] = (
+    (lambda s: s in (401, 403), AuthenticationError),
+    (lambda s: s == 404, NotFoundError),
+    (lambda s: s == 429, RateLimitError),
+    (lambda s: s in (400, 409, 413, 422), InvalidInputError),
+    (lambda s: s >= 500, ServerError),
+)
+
+
+def error_for_status(
+    response: Response,
+    message: str,
+    *,
+    code: str | None = None,
+    details: Any = None,
+    cls: type[APIError] | None = None,
+) -> APIError:
+    """The exception for an error response: the one place statuses map to classes."""
+    if cls is None:
+        cls = next((c for test, c in _ERROR_CLASSES if test(response.status)), APIError)
+    if issubclass(cls, RateLimitError):
+        retry_after = parse_retry_after(response.header("retry-after"))
+        return cls(
+            message,
+            status_code=response.status,
+            code=code,
+            details=details,
+            retry_after=retry_after,
+        )
+    return cls(message, status_code=response.status, code=code, details=details)
+
+
+def finite_number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def check_base_url(base_url: Any) -> str:
+    """``base_url`` without its trailing slash, or ``InvalidInputError``."""
+    try:
+        parts = urlsplit(base_url) if isinstance(base_url, str) else None
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(
+            f"base_url must be an absolute http(s) URL with a host, like "
+            f"'https://api.example.com', got {base_url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise InvalidInputError("base_url must not carry a query string or a fragment")
+    return str(base_url).rstrip("/")
+
+
+_unknown_seen: set[tuple[str, str]] = set()
+
+
+def map_status(kind: str, raw: Any, table: Mapping[str, Status]) -> Status:
+    """The ``Status`` for a platform's raw value; an unknown value is non-terminal,
+    logged once per (platform, value) so a new platform state never crashes a wait."""
+    status = table.get(raw) if isinstance(raw, str) else None
+    if status is not None:
+        return status
+    if (kind, str(raw)) not in _unknown_seen:
+        _unknown_seen.add((kind, str(raw)))
+        logger.warning("%s reported an unknown status %r; treating it as still running", kind, raw)
+    return Status.RUNNING
+
+
+def as_object(data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what} should be a JSON object, got {type(data).__name__}")
+    return data
