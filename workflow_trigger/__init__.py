@@ -1,1 +1,69 @@
-"""workflow_trigger: trigger remote workflows and wait for their results."""
+"""workflow_trigger: trigger workflows on remote automation platforms and wait for their results.
+
+import workflow_trigger as wt
+
+async with wt.AsyncClient(wt.Codika("pi_123", api_key="ck_...")) as client:
+    outcome = await client.run("main-workflow", {"text": "hi"})
+
+with wt.Client(wt.Codika("pi_123", api_key="ck_...")) as client:
+    outcome = client.run("main-workflow", {"text": "hi"})
+"""
+
+from ._batch import Batch
+from .client import DEFAULT, AsyncClient
+from .errors import (
+    APIError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLarge,
+    PollTimeout,
+    ProtocolError,
+    RateLimitError,
+    ResultTypeError,
+    ServerError,
+    TransportError,
+    UnsupportedOperation,
+    WorkflowFailed,
+    WorkflowTriggerError,
+)
+from .models import Artifact, ErrorInfo, Execution, Outcome, Snapshot, Status, Step
+from .policies import PollPolicy, RetryPolicy
+from .providers.base import Provider
+from .providers.codika import Codika
+from .sync import BlockingIterator, Client
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT",
+    "APIError",
+    "Artifact",
+    "AsyncClient",
+    "AuthenticationError",
+    "Batch",
+    "BlockingIterator",
+    "Client",
+    "Codika",
+    "ErrorInfo",
+    "Execution",
+    "InvalidInputError",
+    "NotFoundError",
+    "Outcome",
+    "PayloadTooLarge",
+    "PollPolicy",
+    "PollTimeout",
+    "ProtocolError",
+    "Provider",
+    "RateLimitError",
+    "ResultTypeError",
+    "RetryPolicy",
+    "ServerError",
+    "Snapshot",
+    "Status",
+    "Step",
+    "TransportError",
+    "UnsupportedOperation",
+    "WorkflowFailed",
+    "WorkflowTriggerError",
+]

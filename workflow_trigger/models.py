@@ -166,8 +166,8 @@ class Artifact:
 class Snapshot:
     """One observation of an execution.
 
-    ``result`` and ``error`` are the platform's raw data, present once the run
-    has ended; ``retry_after`` is the server's hint for the next poll.
+    ``result``, ``error`` and the artifacts are the platform's data, present
+    once the run has ended; ``retry_after`` is the server's hint for the next poll.
     """
 
     status: Status
@@ -176,6 +176,8 @@ class Snapshot:
     observed_at: datetime = attrs.field(converter=_utc)
     result: Any = attrs.field(default=None, repr=False)
     error: ErrorInfo | None = None
+    artifacts: tuple[Artifact, ...] = ()
+    designated_output: Artifact | None = None
     retry_after: float | None = attrs.field(default=None, repr=False)
 
 

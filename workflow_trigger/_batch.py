@@ -1,0 +1,186 @@
+"""run_many: many executions at once, outcomes in completion order.
+
+How it works. A driver task, started in the client's task group on the first
+``__anext__``, pulls payloads one at a time, and only once one of the
+batch's ``concurrency`` slots is free (a ``CapacityLimiter`` borrowed on
+behalf of each item), so a generator of ten million payloads is never
+materialised. Each item runs trigger + wait in a task of the driver's task
+group and sends its ``Outcome`` into a bounded memory object stream; an item
+keeps its slot until the stream took its outcome, so a slow consumer slows
+triggering instead of growing memory.
+
+The driver lives in the client's task group, not in the consumer's frame:
+a consumer that leaves its ``async for`` early (``break``, an exception, its
+own cancellation) drops the batch, and dropping it cancels the driver's
+scope at once. ``aclose()`` (or ``async with``) does the same and waits until
+every in-flight item has stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from .errors import InvalidInputError, PollTimeout, WorkflowTriggerError
+from .models import Execution, Outcome
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+__all__ = ["Batch"]
+
+
+async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(payloads, AsyncIterable):
+        async for payload in payloads:
+            yield payload
+    else:
+        for payload in payloads:
+            yield payload
+
+
+class Batch:
+    """The async iterator ``AsyncClient.run_many`` returns (also an async context manager)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        task_group: anyio.abc.TaskGroup,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int,
+        result_type: type[Any] | None,
+        deadline_for: Callable[[], float],
+        key: Callable[[Any], Any] | None,
+        fail_fast: bool,
+    ) -> None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
+            payloads, (str, bytes, dict)
+        ):
+            raise InvalidInputError(
+                "payloads must be an iterable or async iterable of payloads (a list, a "
+                f"generator...), got {type(payloads).__name__}"
+            )
+        if key is not None and not callable(key):
+            raise InvalidInputError("key must be a function of the payload, or None")
+        deadline_for()  # validate timeout now, not in every item
+        self._client = client
+        self._task_group = task_group
+        self._workflow_id = workflow_id
+        self._payloads = payloads
+        self._concurrency = concurrency
+        self._result_type = result_type
+        self._deadline_for = deadline_for
+        self._key = key
+        self._fail_fast = fail_fast
+        self._send, self._receive = anyio.create_memory_object_stream[Outcome[Any]](concurrency)
+        self._scope = anyio.CancelScope()
+        self._finished = anyio.Event()
+        self._started = False
+        self._error: BaseException | None = None
+
+    def __aiter__(self) -> Batch:
+        return self
+
+    async def __anext__(self) -> Outcome[Any]:
+        if not self._started:
+            self._started = True
+            self._task_group.start_soon(self._drive, name=f"run_many {self._workflow_id}")
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            await self._finished.wait()
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Batch:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every item still in flight and wait until they have all stopped."""
+        self._scope.cancel()
+        self._receive.close()
+        if self._started:
+            await self._finished.wait()
+
+    def __del__(self) -> None:
+        # Leaving `async for` early drops the batch: stop its work right away.
+        self._scope.cancel()
+        self._receive.close()
+
+    async def _drive(self) -> None:
+        try:
+            with self._scope:
+                async with self._send, anyio.create_task_group() as items:
+                    slots = anyio.CapacityLimiter(self._concurrency)
+                    index = 0
+                    async for payload in _iterate(self._payloads):
+                        key = self._key(payload) if self._key is not None else index
+                        holder = object()
+                        await slots.acquire_on_behalf_of(holder)
+                        items.start_soon(self._item, index, key, payload, slots, holder)
+                        index += 1
+        except Exception as exc:  # a failing payload iterator or key(): surface it to the consumer
+            error: BaseException = exc
+            inner: tuple[BaseException, ...]
+            while len(inner := getattr(error, "exceptions", ())) == 1:  # a group of one
+                error = inner[0]
+            self._error = error
+        finally:
+            self._send.close()
+            self._finished.set()
+
+    async def _item(
+        self, index: int, key: Any, payload: Any, slots: anyio.CapacityLimiter, holder: object
+    ) -> None:
+        try:
+            outcome = await self._outcome(index, key, payload)
+            try:
+                await self._send.send(outcome)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._scope.cancel()  # the consumer is gone
+                return
+            if self._fail_fast and outcome.exception is not None:
+                self._error = outcome.exception
+                self._scope.cancel()
+        finally:
+            slots.release_on_behalf_of(holder)
+
+    async def _outcome(self, index: int, key: Any, payload: Any) -> Outcome[Any]:
+        triggered: list[Execution] = []
+
+        async def on_trigger(execution: Execution) -> None:
+            triggered.append(execution)
+
+        client = self._client
+        try:
+            async with client._slot():
+                outcome = await client._run(
+                    self._workflow_id,
+                    payload,
+                    deadline=self._deadline_for(),
+                    result_type=self._result_type,
+                    on_trigger=on_trigger,
+                )
+        except WorkflowTriggerError as exc:
+            snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
+            return Outcome(
+                execution=triggered[0] if triggered else None,
+                status=snapshot.status if snapshot else None,
+                raw_status=snapshot.raw_status if snapshot else None,
+                index=index,
+                key=key,
+                exception=exc,
+            )
+        return attrs.evolve(outcome, index=index, key=key)

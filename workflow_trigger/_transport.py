@@ -1,0 +1,205 @@
+"""Sending one request: aiohttp, the retry of that one request, rate limit, body cap.
+
+This is the only module that touches aiohttp's request API, and the one place
+its exceptions become ours (``TransportError``, chained with ``from``). The
+transport knows nothing of workflows: it sends a ``Request``, retries it under
+the ``RetryPolicy`` where that is safe, and hands back a ``Response`` (error
+statuses included: the provider decides what they mean).
+
+When a retry is safe:
+- the connection failed before the request was written (refused, DNS,
+  connect timeout): always, even for a trigger;
+- a 429: the platform refused the request without acting on it, so always;
+- a 5xx, a reset or a read timeout after the request went out: only when
+  ``request.retry_after_send`` (status polls, and triggers whose platform
+  honours the idempotency key that was sent).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+import anyio
+import yarl
+
+from .errors import ProtocolError, TransportError
+from .policies import RetryPolicy, parse_retry_after
+from .providers.base import Request, Response
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger("workflow_trigger")
+
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_CHUNK = 64 * 1024
+
+
+class RateLimiter:
+    """Spaces requests to ``rate`` per second, allowing a burst of ``burst``.
+
+    A generic cell-rate algorithm: each request reserves the next slot on a
+    virtual schedule, and waits only if that slot is in the future. One
+    limiter is shared by every task of a client.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.interval = 1.0 / rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tat = 0.0
+
+    async def acquire(self) -> None:
+        now = anyio.current_time()
+        tat = max(self._tat, now)
+        wait = tat - now - (self.burst - 1) * self.interval
+        self._tat = tat + self.interval
+        if wait > 0:
+            await anyio.sleep(wait)
+
+
+class _NotSent(Exception):
+    """The connection failed before a byte of the request was written."""
+
+
+class Transport:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        retry: RetryPolicy,
+        limiter: RateLimiter | None,
+        timeout: aiohttp.ClientTimeout,
+        max_body: int,
+        rng: random.Random,
+        redact: Callable[[str], str],
+        connections: anyio.CapacityLimiter,
+    ) -> None:
+        self.connections = connections
+        self.session = session
+        self.retry = retry
+        self.limiter = limiter
+        self.timeout = timeout
+        self.max_body = max_body
+        self.rng = rng
+        self.redact = redact
+        self.requests_sent = 0
+
+    async def send(self, request: Request) -> Response:
+        """Send ``request``, retrying it where safe; the final response, whatever its status."""
+        attempts = self.retry.attempts
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                response = await self._send_once(request)
+            except _NotSent as exc:
+                failure: TransportError | None = self._error(request, exc.__cause__)
+                failure.__cause__ = exc.__cause__  # type: ignore[union-attr]
+                retryable = True
+            except TransportError as exc:
+                failure, retryable = exc, request.retry_after_send
+            else:
+                failure = None
+                status = response.status
+                retryable = status == 429 or (
+                    status in _RETRY_STATUSES and request.retry_after_send
+                )
+                if not retryable:
+                    return response
+                retry_after = parse_retry_after(response.header("retry-after"))
+            if not retryable or attempt == attempts - 1:
+                if failure is not None:
+                    raise failure
+                return response
+            delay = self.retry.delay(attempt, self.rng, retry_after)
+            reason = str(failure) if failure else f"HTTP {response.status}"
+            logger.warning(
+                "retrying %s %s in %.2fs (attempt %d of %d): %s",
+                request.method,
+                request.redacted_url,
+                delay,
+                attempt + 2,
+                attempts,
+                reason,
+            )
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(self, request: Request) -> Response:
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        async with self.connections:
+            return await self._exchange(request)
+
+    async def _exchange(self, request: Request) -> Response:
+        self.requests_sent += 1
+        started = time.perf_counter()
+        try:
+            async with self.session.request(
+                request.method,
+                yarl.URL(request.url, encoded=True),
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+                timeout=self.timeout,
+            ) as resp:
+                body = await self._read_body(request, resp)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                status = resp.status
+        except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
+            raise self._error(request, exc) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _NotSent() from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(request, exc) from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.3fs",
+                request.method,
+                request.redacted_url,
+                status,
+                time.perf_counter() - started,
+            )
+        if 300 <= status < 400:
+            raise ProtocolError(
+                f"{request.method} {request.redacted_url} answered a redirect (HTTP {status}); "
+                "redirects are not followed so credentials never reach another host: "
+                "set base_url to the final address"
+            )
+        return Response(status=status, headers=headers, body=body)
+
+    async def _read_body(self, request: Request, resp: aiohttp.ClientResponse) -> bytes:
+        length = resp.content_length
+        if length is not None and length > self.max_body:
+            raise self._too_large(request, length)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large(request, size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, request: Request, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"{request.method} {request.redacted_url} answered a body of at least {size:,} "
+            f"bytes, over the cap of {self.max_body:,}; raise max_body= on the client if "
+            "this is expected"
+        )
+
+    def _error(self, request: Request, exc: BaseException | None) -> TransportError:
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            what = "timed out"
+        elif isinstance(exc, aiohttp.ClientConnectorError):
+            what = f"could not connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+            what = "lost the connection before the answer was complete"
+        else:
+            what = f"failed ({type(exc).__name__})"
+        return TransportError(
+            f"{request.method} {request.redacted_url} {what}; check the network and base_url"
+        )

@@ -1,0 +1,549 @@
+"""AsyncClient: trigger, poll until the end, and hand back an ``Outcome``.
+
+How it works. The provider (pure) says what to send and how to read the
+answer; the transport sends one request with its retries; this module owns
+everything in between that involves time:
+
+- the poll schedule (``PollPolicy``, or the server's ``Retry-After``);
+- the overall deadline, an anyio cancel scope around the whole wait, so it
+  also bounds the transport's retries and no request starts after it;
+- concurrency: one ``CapacityLimiter`` holds a slot per execution in flight
+  (``wait``/``run``/``run_many`` items from trigger to outcome; a bare
+  ``trigger``/``status`` only for its request);
+- a task group owned by the client, where ``run_many`` batches run so that a
+  consumer leaving its ``async for`` early cancels them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import aiohttp
+import anyio
+import attrs
+import cattrs
+
+from ._results import make_converter, structure_result
+from ._transport import RateLimiter, Transport
+from .errors import InvalidInputError, PollTimeout, TransportError, UnsupportedOperation
+from .models import Execution, Outcome, Snapshot, Status
+from .policies import PollPolicy, RetryPolicy, parse_retry_after
+from .providers.base import Control, Provider, Request, Response, TriggerContext, TriggerOptions
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+__all__ = ["DEFAULT", "AsyncClient"]
+
+logger = logging.getLogger("workflow_trigger")
+logger.addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: ``timeout=DEFAULT`` means "the poll policy's timeout"; ``None`` means no end.
+DEFAULT: Any = _Default()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_seconds(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+class AsyncClient:
+    """Triggers workflows on one platform and waits for their results.
+
+    Use it as ``async with AsyncClient(provider) as client:``; the client owns
+    one aiohttp session (or uses ``session=``, which it then never closes).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 1000,
+        rate_limit: float | None = None,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 100,
+        max_body: int = 10 * MiB,
+        converter: cattrs.Converter | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(provider, Provider):
+            raise InvalidInputError(
+                f"provider must be a platform such as wt.Codika(...), got {type(provider).__name__}"
+            )
+        for name, value in (
+            ("max_concurrency", max_concurrency),
+            ("max_connections", max_connections),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+        _check_seconds("request_timeout", request_timeout)
+        _check_seconds("connect_timeout", connect_timeout)
+        _check_seconds("rate_limit", rate_limit, allow_none=True)
+        if not isinstance(max_body, int) or max_body < 1:
+            raise InvalidInputError(f"max_body must be a number of bytes >= 1, got {max_body!r}")
+        self.provider = provider
+        self.poll_policy = poll or provider.default_poll
+        self.retry_policy = retry or RetryPolicy()
+        self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit if rate_limit is not None else provider.default_rate_limit
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
+        self._max_connections = max_connections
+        self._max_body = max_body
+        self._converter = converter or make_converter()
+        self._rng = random.Random(seed)
+        self._transport: Transport | None = None
+        self._slots: anyio.CapacityLimiter | None = None
+        self._connections: anyio.CapacityLimiter | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.provider!r}, max_concurrency={self.max_concurrency})"
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        self._open()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(*exc_info)
+        finally:
+            self._task_group = None
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session the client opened (never one passed in)."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _open(self) -> Transport:
+        if self._closed:
+            raise UnsupportedOperation("this client is closed: create a new AsyncClient")
+        if self._transport is None:
+            if self._session is None:
+                connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+                self._session = aiohttp.ClientSession(connector=connector)
+            self._slots = anyio.CapacityLimiter(self.max_concurrency)
+            self._connections = anyio.CapacityLimiter(self._max_connections)
+            limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
+            self._transport = Transport(
+                self._session,
+                retry=self.retry_policy,
+                limiter=limiter,
+                timeout=self._timeout,
+                max_body=self._max_body,
+                rng=self._rng,
+                redact=self.provider.redact,
+                connections=self._connections,
+            )
+        return self._transport
+
+    @property
+    def requests_sent(self) -> int:
+        """How many HTTP requests this client has sent, retries included."""
+        return self._transport.requests_sent if self._transport else 0
+
+    async def _send(self, request: Request) -> Response:
+        return await self._open().send(request)
+
+    def _slot(self) -> anyio.CapacityLimiter:
+        self._open()
+        assert self._slots is not None
+        return self._slots
+
+    def _check_execution(self, execution: Execution) -> None:
+        if not isinstance(execution, Execution):
+            raise InvalidInputError(
+                f"expected an Execution (from trigger() or Execution.from_token()), "
+                f"got {type(execution).__name__}"
+            )
+        if execution.provider != self.provider.kind:
+            raise InvalidInputError(
+                f"this execution was triggered on {execution.provider!r}, but this client "
+                f"talks to {self.provider.kind!r}: wait on it with a client of that platform"
+            )
+
+    # -- one request each ------------------------------------------------------------
+
+    async def trigger(
+        self,
+        workflow_id: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        connection_id: str | None = None,
+    ) -> Execution:
+        """Start a run of ``workflow_id`` and return its handle, without waiting."""
+        async with self._slot():
+            return (await self._trigger(workflow_id, payload, idempotency_key, connection_id))[0]
+
+    async def _trigger(
+        self,
+        workflow_id: str,
+        payload: Any,
+        idempotency_key: str | None,
+        connection_id: str | None,
+    ) -> tuple[Execution, Snapshot | None]:
+        options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
+        context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}")
+        request = self.provider.trigger_request(workflow_id, payload, options, context)
+        response = await self._send(request)
+        triggered = self.provider.parse_trigger(workflow_id, response, context)
+        logger.debug("triggered %s: execution %s", workflow_id, triggered.execution.execution_id)
+        return triggered.execution, triggered.snapshot
+
+    async def status(self, execution: Execution) -> Snapshot:
+        """One poll: where ``execution`` stands now."""
+        self._check_execution(execution)
+        async with self._slot():
+            return await self._status(execution)
+
+    async def _status(self, execution: Execution) -> Snapshot:
+        response = await self._send(self.provider.status_request(execution))
+        snapshot = self.provider.parse_status(execution, response, _now())
+        hint = parse_retry_after(response.header("retry-after"))
+        if hint is not None and not snapshot.status.is_terminal:
+            snapshot = attrs.evolve(snapshot, retry_after=hint)
+        return snapshot
+
+    async def _control(
+        self, execution: Execution, control: Control, data: Any = None, *, hold_slot: bool = True
+    ) -> None:
+        self._check_execution(execution)
+        request = self.provider.control_request(execution, control, data)
+        if hold_slot:
+            async with self._slot():
+                response = await self._send(request)
+        else:
+            response = await self._send(request)
+        self.provider.parse_control(execution, response)
+
+    async def cancel(self, execution: Execution) -> None:
+        """Ask the platform to stop the run (where it has such an operation)."""
+        await self._control(execution, "cancel")
+
+    async def pause(self, execution: Execution) -> None:
+        await self._control(execution, "pause")
+
+    async def resume(self, execution: Execution) -> None:
+        await self._control(execution, "resume")
+
+    async def send_event(self, execution: Execution, event_type: str, payload: Any = None) -> None:
+        """Deliver an event to a run that waits for one (AwaitStep)."""
+        await self._control(execution, "event", {"event_type": event_type, "payload": payload})
+
+    # -- waiting -----------------------------------------------------------------------
+
+    @overload
+    async def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = ...,
+        result_type: None = None,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[Any]: ...
+
+    @overload
+    async def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = ...,
+        result_type: type[T],
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[T]: ...
+
+    async def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = DEFAULT,
+        result_type: type[Any] | None = None,
+        cancel_remote_on_exit: bool = False,
+    ) -> Outcome[Any]:
+        """Poll ``execution`` until it ends; its ``Outcome``.
+
+        ``timeout`` left out is the poll policy's; ``None`` waits without end.
+        Raises ``PollTimeout`` when the deadline passes (the run may go on).
+        """
+        self._check_execution(execution)
+        deadline = self._deadline(timeout)
+        async with self._slot():
+            return await self._wait(execution, None, deadline, result_type, cancel_remote_on_exit)
+
+    @overload
+    async def run(
+        self,
+        workflow_id: str,
+        payload: Any = ...,
+        *,
+        result_type: None = None,
+        timeout: float | None = ...,
+        idempotency_key: str | None = ...,
+        connection_id: str | None = ...,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[Any]: ...
+
+    @overload
+    async def run(
+        self,
+        workflow_id: str,
+        payload: Any = ...,
+        *,
+        result_type: type[T],
+        timeout: float | None = ...,
+        idempotency_key: str | None = ...,
+        connection_id: str | None = ...,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[T]: ...
+
+    async def run(
+        self,
+        workflow_id: str,
+        payload: Any = None,
+        *,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        idempotency_key: str | None = None,
+        connection_id: str | None = None,
+        cancel_remote_on_exit: bool = False,
+    ) -> Outcome[Any]:
+        """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
+        deadline = self._deadline(timeout)
+        async with self._slot():
+            return await self._run(
+                workflow_id,
+                payload,
+                deadline=deadline,
+                result_type=result_type,
+                idempotency_key=idempotency_key,
+                connection_id=connection_id,
+                cancel_remote_on_exit=cancel_remote_on_exit,
+            )
+
+    async def _run(
+        self,
+        workflow_id: str,
+        payload: Any,
+        *,
+        deadline: float,
+        result_type: type[Any] | None,
+        idempotency_key: str | None = None,
+        connection_id: str | None = None,
+        cancel_remote_on_exit: bool = False,
+        on_trigger: Callable[[Execution], Awaitable[None]] | None = None,
+    ) -> Outcome[Any]:
+        """trigger + wait under one deadline, without taking a slot (the caller holds one)."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            execution, first = await self._trigger(
+                workflow_id, payload, idempotency_key, connection_id
+            )
+        if scope.cancelled_caught:
+            raise TransportError(
+                f"the trigger of {workflow_id!r} got no answer before the deadline, so "
+                "whether a run started is unknown; raise timeout= or check the platform"
+            )
+        if on_trigger is not None:
+            await on_trigger(execution)
+        return await self._wait(execution, first, deadline, result_type, cancel_remote_on_exit)
+
+    def _deadline(self, timeout: float | None) -> float:
+        if timeout is DEFAULT:
+            timeout = self.poll_policy.timeout
+        _check_seconds("timeout", timeout, allow_none=True)
+        return anyio.current_time() + timeout if timeout is not None else float("inf")
+
+    async def _wait(
+        self,
+        execution: Execution,
+        first: Snapshot | None,
+        deadline: float,
+        result_type: type[Any] | None,
+        cancel_remote_on_exit: bool,
+    ) -> Outcome[Any]:
+        poller = _Poller(self, execution, first)
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                while not poller.done:
+                    await poller.next()
+                snapshot = await self._fetch_result(execution, poller.last)
+        except BaseException:
+            if cancel_remote_on_exit:
+                await self._cancel_remote(execution)
+            raise
+        if scope.cancelled_caught:
+            if cancel_remote_on_exit:
+                await self._cancel_remote(execution)
+            raise poller.timeout_error()
+        assert snapshot is not None
+        outcome = Outcome(
+            execution=execution,
+            status=snapshot.status,
+            result=(
+                structure_result(self._converter, snapshot.result, result_type)
+                if result_type is not None and snapshot.status is Status.SUCCEEDED
+                else snapshot.result
+            ),
+            error=snapshot.error,
+            artifacts=snapshot.artifacts,
+            designated_output=snapshot.designated_output,
+            polls=poller.polls,
+            started_at=execution.triggered_at,
+            finished_at=snapshot.observed_at,
+            raw_status=snapshot.raw_status,
+        )
+        logger.info(
+            "execution %s of %s ended %s after %d polls",
+            execution.execution_id,
+            execution.workflow_id,
+            snapshot.raw_status,
+            poller.polls,
+        )
+        return outcome
+
+    async def _fetch_result(self, execution: Execution, snapshot: Snapshot | None) -> Snapshot:
+        assert snapshot is not None
+        request = self.provider.result_request(execution, snapshot)
+        if request is None:
+            return snapshot
+        response = await self._send(request)
+        return self.provider.parse_result(execution, snapshot, response)
+
+    async def _cancel_remote(self, execution: Execution) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self._control(execution, "cancel", hold_slot=False)
+            except Exception as exc:  # the caller's own exit must not be masked
+                logger.warning(
+                    "could not cancel execution %s remotely: %s", execution.execution_id, exc
+                )
+
+    async def watch(
+        self, execution: Execution, *, timeout: float | None = DEFAULT
+    ) -> AsyncIterator[Snapshot]:
+        """Each change of status or steps, until the execution ends (the last is terminal)."""
+        self._check_execution(execution)
+        deadline = self._deadline(timeout)
+        poller = _Poller(self, execution, None)
+        seen: tuple[Status, tuple[Any, ...]] | None = None
+        while not poller.done:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                async with self._slot():
+                    snapshot = await poller.next()
+            if scope.cancelled_caught:
+                raise poller.timeout_error()
+            key = (snapshot.status, snapshot.steps)
+            if key != seen:
+                seen = key
+                yield snapshot
+
+    # -- batches -------------------------------------------------------------------------
+
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 100,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        key: Callable[[Any], Any] | None = None,
+        fail_fast: bool = False,
+    ) -> Batch:
+        """Run ``workflow_id`` once per payload; an async iterator of ``Outcome``s as they end.
+
+        At most ``concurrency`` items are in flight and ``payloads`` is read only
+        as slots free up. Leaving the ``async for`` early cancels the rest.
+        """
+        from ._batch import Batch
+
+        if self._task_group is None:
+            raise UnsupportedOperation(
+                "run_many needs the client's task group: use `async with AsyncClient(...) as "
+                "client:` around it"
+            )
+        return Batch(
+            self,
+            self._task_group,
+            workflow_id,
+            payloads,
+            concurrency=concurrency,
+            result_type=result_type,
+            deadline_for=lambda: self._deadline(timeout),
+            key=key,
+            fail_fast=fail_fast,
+        )
+
+
+class _Poller:
+    """Polls one execution on the policy's schedule; the loop shared by wait and watch."""
+
+    __slots__ = ("client", "execution", "last", "polls")
+
+    def __init__(self, client: AsyncClient, execution: Execution, first: Snapshot | None) -> None:
+        self.client = client
+        self.execution = execution
+        self.last = first
+        self.polls = 0
+
+    @property
+    def done(self) -> bool:
+        return self.last is not None and self.last.status.is_terminal
+
+    async def next(self) -> Snapshot:
+        hint = self.last.retry_after if self.last is not None else None
+        delay = (
+            hint
+            if hint is not None
+            else self.client.poll_policy.delay(self.polls, self.client._rng)
+        )
+        await anyio.sleep(delay)
+        self.last = await self.client._status(self.execution)
+        self.polls += 1
+        return self.last
+
+    def timeout_error(self) -> PollTimeout:
+        ex = self.execution
+        seen = f"; last status {self.last.raw_status!r}" if self.last else ""
+        return PollTimeout(
+            f"gave up waiting for execution {ex.execution_id} of {ex.workflow_id!r} after "
+            f"{self.polls} polls{seen}. The run may still be going on: wait on the same "
+            "Execution again (or Execution.from_token(token)) with a longer timeout",
+            execution=ex,
+            snapshot=self.last,
+        )

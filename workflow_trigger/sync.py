@@ -1,0 +1,265 @@
+"""Client: the blocking facade over AsyncClient, for scripts.
+
+It holds no logic of its own. One anyio ``BlockingPortal`` runs an event loop
+on a background thread, the ``AsyncClient`` lives in it (entered through
+``portal.wrap_async_context_manager``, so its session and task group belong
+to that loop), and every method is one ``portal.call`` of the async method.
+Iterators (``run_many``, ``watch``) become blocking iterators that call the
+async iterator's ``__anext__`` through the portal.
+
+Ctrl-C while a call blocks cancels the task in the portal, waits for it to
+unwind (so no request is left running), then re-raises ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar, overload
+
+import anyio.from_thread
+import cattrs
+
+from .client import DEFAULT, AsyncClient
+from .errors import UnsupportedOperation
+from .models import Execution, Outcome, Snapshot
+from .policies import PollPolicy, RetryPolicy
+from .providers.base import Provider
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+#: how long Ctrl-C waits for the cancelled task to unwind before giving up on it
+_UNWIND_SECONDS = 5.0
+
+
+def _refuse_inside_event_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UnsupportedOperation(
+        "workflow_trigger.Client blocks, and this code runs inside an event loop where "
+        "blocking would freeze it: use `async with workflow_trigger.AsyncClient(...)` and "
+        "await its methods instead"
+    )
+
+
+class Client:
+    """The same API as ``AsyncClient``, blocking. Use it as ``with Client(provider) as client:``.
+
+    Safe to share between threads. Takes ``AsyncClient``'s options except
+    ``session=`` (a session belongs to one event loop, and this one is private).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 1000,
+        rate_limit: float | None = None,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 100,
+        max_body: int = 10 * 1024 * 1024,
+        converter: cattrs.Converter | None = None,
+        seed: int | None = None,
+    ) -> None:
+        _refuse_inside_event_loop()
+        self._async = AsyncClient(
+            provider,
+            poll=poll,
+            retry=retry,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            max_body=max_body,
+            converter=converter,
+            seed=seed,
+        )
+        self._stack = contextlib.ExitStack()
+        try:
+            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+            self._stack.enter_context(self._portal.wrap_async_context_manager(self._async))
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Client({self._async.provider!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session and stop the background thread (idempotent)."""
+        self._stack.close()
+
+    @property
+    def requests_sent(self) -> int:
+        return self._async.requests_sent
+
+    def _call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        _refuse_inside_event_loop()
+        future = self._portal.start_task_soon(functools.partial(func, *args, **kwargs))
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()  # cancels the task's scope inside the portal
+            concurrent.futures.wait([future], timeout=_UNWIND_SECONDS)
+            raise
+
+    def trigger(
+        self,
+        workflow_id: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        connection_id: str | None = None,
+    ) -> Execution:
+        return self._call(
+            self._async.trigger,
+            workflow_id,
+            payload,
+            idempotency_key=idempotency_key,
+            connection_id=connection_id,
+        )
+
+    def status(self, execution: Execution) -> Snapshot:
+        return self._call(self._async.status, execution)
+
+    @overload
+    def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = ...,
+        result_type: None = None,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[Any]: ...
+
+    @overload
+    def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = ...,
+        result_type: type[T],
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[T]: ...
+
+    def wait(self, execution: Execution, **options: Any) -> Outcome[Any]:
+        return self._call(self._async.wait, execution, **options)
+
+    @overload
+    def run(
+        self,
+        workflow_id: str,
+        payload: Any = ...,
+        *,
+        result_type: None = None,
+        timeout: float | None = ...,
+        idempotency_key: str | None = ...,
+        connection_id: str | None = ...,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[Any]: ...
+
+    @overload
+    def run(
+        self,
+        workflow_id: str,
+        payload: Any = ...,
+        *,
+        result_type: type[T],
+        timeout: float | None = ...,
+        idempotency_key: str | None = ...,
+        connection_id: str | None = ...,
+        cancel_remote_on_exit: bool = ...,
+    ) -> Outcome[T]: ...
+
+    def run(self, workflow_id: str, payload: Any = None, **options: Any) -> Outcome[Any]:
+        return self._call(self._async.run, workflow_id, payload, **options)
+
+    def cancel(self, execution: Execution) -> None:
+        self._call(self._async.cancel, execution)
+
+    def pause(self, execution: Execution) -> None:
+        self._call(self._async.pause, execution)
+
+    def resume(self, execution: Execution) -> None:
+        self._call(self._async.resume, execution)
+
+    def send_event(self, execution: Execution, event_type: str, payload: Any = None) -> None:
+        self._call(self._async.send_event, execution, event_type, payload)
+
+    def watch(self, execution: Execution, *, timeout: float | None = DEFAULT) -> Iterator[Snapshot]:
+        """Each change of status or steps until the end, as a blocking iterator."""
+        return BlockingIterator(self, self._async.watch(execution, timeout=timeout))
+
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        **options: Any,
+    ) -> BlockingIterator[Outcome[Any]]:
+        """``AsyncClient.run_many`` as a blocking iterator; leaving the loop early
+        (``break``, an exception, Ctrl-C) cancels every item still in flight."""
+        batch = self._call(self._make_batch, workflow_id, payloads, **options)
+        return BlockingIterator(self, batch)
+
+    async def _make_batch(self, *args: Any, **kwargs: Any) -> AsyncIterator[Outcome[Any]]:
+        return self._async.run_many(*args, **kwargs)
+
+
+class BlockingIterator(Iterator[T]):
+    """An async iterator driven through the client's portal, one ``__anext__`` per item."""
+
+    def __init__(self, client: Client, iterator: AsyncIterator[T]) -> None:
+        self._client = client
+        self._iterator = iterator
+        self._closed = False
+
+    def __iter__(self) -> BlockingIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._closed:
+            raise StopIteration
+        try:
+            return self._client._call(self._iterator.__anext__)
+        except StopAsyncIteration:
+            self._closed = True
+            raise StopIteration from None
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> BlockingIterator[T]:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the iteration and cancel whatever it still has in flight."""
+        if self._closed:
+            return
+        self._closed = True
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(RuntimeError):  # the client was closed first
+                self._client._portal.call(aclose)
+
+    def __del__(self) -> None:
+        self.close()
