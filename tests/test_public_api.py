@@ -1,0 +1,42 @@
+"""The public surface: __all__ complete and sorted, providers free of I/O."""
+
+import ast
+import pathlib
+
+import workflow_trigger as wt
+
+PACKAGE = pathlib.Path(wt.__file__).parent
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {name for name in vars(wt) if not name.startswith("_")}
+    modules = {"client", "errors", "models", "policies", "providers", "sync"}
+    assert sorted(wt.__all__, key=str.lower) == sorted(set(wt.__all__), key=str.lower)
+    assert public - modules - {"annotations"} == set(wt.__all__)
+
+
+def test_errors_module_exports_the_hierarchy() -> None:
+    from workflow_trigger import errors
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, wt.WorkflowTriggerError)
+        assert getattr(wt, name) is cls
+
+
+def test_providers_do_no_io() -> None:
+    forbidden = {"aiohttp", "anyio", "asyncio", "socket", "time", "random", "requests", "httpx"}
+    for path in (PACKAGE / "providers").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_package_is_typed() -> None:
+    assert (PACKAGE / "py.typed").exists()
