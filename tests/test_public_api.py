@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(wt.__file__).parent
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in vars(wt) if not name.startswith("_")}
-    modules = {"client", "errors", "models", "policies", "providers", "sync"}
+    modules = {"cli", "client", "errors", "models", "policies", "providers", "sync", "testing"}
     assert sorted(wt.__all__, key=str.lower) == sorted(set(wt.__all__), key=str.lower)
     assert public - modules - {"annotations"} == set(wt.__all__)
 

@@ -195,7 +195,7 @@ def test_error_statuses_map_to_classes(status: int, cls: type[Exception]) -> Non
 
 def test_412_says_the_instance_is_inactive() -> None:
     body = {"success": False, "error": "Process instance is not active", "code": "INACTIVE"}
-    with pytest.raises(APIError, match="inactive.*activate") as info:
+    with pytest.raises(APIError, match=r"inactive.*activate") as info:
         Codika("pi_9", api_key=KEY).parse_trigger("wf", response(412, body), CONTEXT)
     assert info.value.status_code == 412
 

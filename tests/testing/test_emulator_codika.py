@@ -16,10 +16,10 @@ from workflow_trigger.testing import (
     Emulator,
     Fault,
     Scenario,
+    WebhookSignatureError,
     sign_webhook,
     verify_webhook,
     webhook_headers,
-    WebhookSignatureError,
 )
 
 if TYPE_CHECKING:

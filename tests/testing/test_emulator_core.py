@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -102,12 +103,11 @@ async def test_drop_trigger(emulator: Emulator, codika: CodikaHTTP) -> None:
 
 
 async def test_fault_restricted_to_a_workflow(emulator: Emulator, codika: CodikaHTTP) -> None:
-    emulator.add_fault(Fault.server_error(count=1, workflow="target", on="any"))
+    emulator.add_fault(Fault.server_error(count=1, workflow="target"))
     other = await codika.start("other")
     assert (await codika.poll(other)).status == 200
-    target = await codika.start("target")  # the trigger takes the fault? no: see below
-    assert target  # the trigger of "target" consumed the "any" fault only if it matched
-    assert emulator.faults_remaining == 1 or emulator.triggers("target") == 0
+    assert (await codika.trigger("target")).status == 500
+    assert (await codika.trigger("target")).status == 200
 
 
 async def test_fault_on_poll_of_one_workflow(emulator: Emulator, codika: CodikaHTTP) -> None:
@@ -239,10 +239,16 @@ async def test_lifecycle_and_options() -> None:
 
 async def test_serve_runs_until_cancelled() -> None:
     ready: list[Emulator] = []
+    started = anyio.Event()
+
+    def on_ready(emu: Emulator) -> None:
+        ready.append(emu)
+        started.set()
+
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: serve("127.0.0.1", 0, on_ready=ready.append))
-            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(lambda: serve("127.0.0.1", 0, on_ready=on_ready))
+            await started.wait()
             emu = ready[0]
             async with aiohttp.ClientSession() as session:
                 url = f"{emu.base_url}/status/{emu.codika_instance_id}/x"
@@ -250,3 +256,31 @@ async def test_serve_runs_until_cancelled() -> None:
                     assert response.status == 404
             tg.cancel_scope.cancel()
     assert not ready[0].running
+
+
+async def test_refused_url_refuses_connections(emulator: Emulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.get(emulator.refused_url + "/status/pi_test/x")
+    assert emulator.requests == 0
+
+
+async def test_standalone_process_prints_its_url() -> None:
+    command = [sys.executable, "-m", "workflow_trigger.testing", "--port", "0"]
+    async with await anyio.open_process(command) as process:
+        try:
+            assert process.stdout is not None
+            with anyio.fail_after(10):
+                line = b""
+                async for chunk in process.stdout:
+                    line += chunk
+                    if b"\n" in line:
+                        break
+            base_url = line.decode().strip()
+            assert base_url.startswith("http://127.0.0.1:")
+            async with aiohttp.ClientSession() as session:
+                url = f"{base_url}/webhook/pi_test/main-workflow"
+                async with session.post(url, headers={"X-API-Key": "ck_test_key"}) as response:
+                    assert response.status == 200
+        finally:
+            process.terminate()

@@ -1,0 +1,205 @@
+"""The emulator's data: scenarios, faults, execution records and request records.
+
+Nothing here knows a platform. A :class:`Scenario` says how a workflow behaves
+(how long a run takes and how it ends), a :class:`Fault` says how the next
+matching request misbehaves, and the records are what the emulator saw and
+did, for tests to assert on.
+
+The run state machine is driven by time alone, so no background task is
+needed: an execution is *registering* for ``register_delay`` seconds after its
+trigger (status requests answer 404), *pending* until ``duration`` seconds have
+passed, then *finished* with the scenario's ``status``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import attrs
+from multidict import CIMultiDictProxy
+
+__all__ = ["OUTCOMES", "Execution", "Fault", "FaultKind", "Operation", "RequestRecord", "Scenario"]
+
+#: How a run may end, in the emulator's neutral vocabulary. Each platform's
+#: routes map these to its own words (Codika uses them as they are).
+OUTCOMES = ("success", "failed", "error")
+
+Operation = Literal["trigger", "poll", "any"]
+FaultKind = Literal["server_error", "rate_limited", "malformed", "slow", "drop"]
+
+
+def _check_duration(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, tuple):
+        low, high = value
+        if not 0 <= low <= high:
+            raise ValueError(f"{attribute.name} range must satisfy 0 <= low <= high")
+    elif not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number >= 0 or a (low, high) tuple")
+
+
+@attrs.frozen
+class Scenario:
+    """How one workflow behaves when triggered.
+
+    ``duration`` is seconds from trigger to a terminal status; a ``(low, high)``
+    tuple draws uniformly from the emulator's seeded RNG at trigger time.
+    ``result`` is the JSON result of a successful run, or a callable that takes
+    the trigger payload and returns it. ``error`` is the platform's error object
+    for failed runs. For ``register_delay`` seconds after the trigger the status
+    endpoint answers 404, as the real service does while a run registers.
+    ``id_field`` names the key carrying the run id in the trigger response
+    (``None``: the response has no id at all, to test protocol errors).
+    """
+
+    duration: float | tuple[float, float] = attrs.field(default=0.0, validator=_check_duration)
+    status: str = attrs.field(default="success", validator=attrs.validators.in_(OUTCOMES))
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    register_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    id_field: str | None = "executionId"
+
+    def resolve_result(self, payload: Any) -> Any:
+        """The result data for a run started with ``payload``."""
+        return self.result(payload) if callable(self.result) else self.result
+
+
+@attrs.frozen
+class Fault:
+    """A misbehaviour for the next ``count`` matching requests.
+
+    ``on`` restricts it to triggers, polls or either; ``workflow`` to one
+    workflow id; ``platform`` to one platform's routes (``None``: all). Faults
+    are consumed first-added first; one request takes at most one fault. They
+    apply before authentication, like a proxy or load balancer in front of the
+    service would. Build them with the class methods.
+    """
+
+    kind: FaultKind
+    count: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    on: Operation = attrs.field(
+        default="any", validator=attrs.validators.in_(("trigger", "poll", "any"))
+    )
+    workflow: str | None = None
+    platform: str | None = None
+    status: int = 500
+    retry_after: float | None = None
+    retry_after_date: bool = False
+    delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+
+    @classmethod
+    def server_error(
+        cls, count: int = 1, status: int = 500, on: Operation = "any", workflow: str | None = None
+    ) -> Fault:
+        """Answer ``status`` (5xx) with the platform's error body."""
+        if not 500 <= status <= 599:
+            raise ValueError("server_error status must be 5xx")
+        return cls("server_error", count, on, workflow, status=status)
+
+    @classmethod
+    def rate_limited(
+        cls,
+        count: int = 1,
+        retry_after: float | None = 1.0,
+        on: Operation = "any",
+        workflow: str | None = None,
+        *,
+        retry_after_date: bool = False,
+    ) -> Fault:
+        """Answer 429 with ``Retry-After`` in seconds (``None``: no header).
+
+        With ``retry_after_date`` the header is an HTTP date instead, rounded up
+        to the next whole second (HTTP dates have one-second resolution).
+        """
+        return cls(
+            "rate_limited",
+            count,
+            on,
+            workflow,
+            status=429,
+            retry_after=retry_after,
+            retry_after_date=retry_after_date,
+        )
+
+    @classmethod
+    def malformed(cls, count: int = 1, on: Operation = "any", workflow: str | None = None) -> Fault:
+        """Answer 200 with a truncated body that is not JSON (content type says it is)."""
+        return cls("malformed", count, on, workflow, status=200)
+
+    @classmethod
+    def slow(
+        cls, count: int = 1, delay: float = 1.0, on: Operation = "any", workflow: str | None = None
+    ) -> Fault:
+        """Wait ``delay`` seconds, then answer normally."""
+        return cls("slow", count, on, workflow, delay=delay)
+
+    @classmethod
+    def drop(cls, count: int = 1, on: Operation = "any", workflow: str | None = None) -> Fault:
+        """Read the request, then close the connection without answering."""
+        return cls("drop", count, on, workflow)
+
+    def matches(self, platform: str, operation: Operation, workflow: str | None) -> bool:
+        return (
+            self.on in ("any", operation)
+            and (self.workflow is None or self.workflow == workflow)
+            and (self.platform is None or self.platform == platform)
+        )
+
+
+@attrs.define
+class Execution:
+    """One run started by a trigger. ``status`` is computed from the clock."""
+
+    id: str
+    platform: str
+    workflow_id: str
+    payload: Any
+    scenario: Scenario
+    duration: float
+    result: Any
+    created_at: datetime
+    started_at: float = attrs.field(factory=time.monotonic)
+    #: True once a status response has shown this run's terminal status.
+    observed_finished: bool = False
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    @property
+    def registering(self) -> bool:
+        return self.elapsed() < self.scenario.register_delay
+
+    @property
+    def finished(self) -> bool:
+        return self.elapsed() >= self.duration
+
+    @property
+    def status(self) -> str:
+        """``"pending"`` until ``duration`` has passed, then the scenario's status."""
+        return self.scenario.status if self.finished else "pending"
+
+
+@attrs.define
+class RequestRecord:
+    """One HTTP request as the emulator received it, and how it answered.
+
+    ``status`` is ``None`` when the connection was dropped without an answer.
+    ``body`` is filled for requests whose body the routes read (triggers).
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: CIMultiDictProxy[str]
+    received_at: float = attrs.field(factory=time.monotonic)
+    platform: str | None = None
+    operation: Literal["trigger", "poll"] | None = None
+    workflow_id: str | None = None
+    execution_id: str | None = None
+    body: bytes | None = None
+    fault: FaultKind | None = None
+    status: int | None = None
+    #: Set when this request started an execution.
+    started: Execution | None = None
