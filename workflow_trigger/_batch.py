@@ -18,6 +18,7 @@ every in-flight item has stopped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -71,34 +72,33 @@ class Batch:
         if key is not None and not callable(key):
             raise InvalidInputError("key must be a function of the payload, or None")
         deadline_for()  # validate timeout now, not in every item
-        self._client = client
+        self._driver = _Driver(
+            client,
+            workflow_id,
+            payloads,
+            concurrency=concurrency,
+            result_type=result_type,
+            deadline_for=deadline_for,
+            key=key,
+            fail_fast=fail_fast,
+        )
         self._task_group = task_group
-        self._workflow_id = workflow_id
-        self._payloads = payloads
-        self._concurrency = concurrency
-        self._result_type = result_type
-        self._deadline_for = deadline_for
-        self._key = key
-        self._fail_fast = fail_fast
-        self._send, self._receive = anyio.create_memory_object_stream[Outcome[Any]](concurrency)
-        self._scope = anyio.CancelScope()
-        self._finished = anyio.Event()
         self._started = False
-        self._error: BaseException | None = None
 
     def __aiter__(self) -> Batch:
         return self
 
     async def __anext__(self) -> Outcome[Any]:
+        driver = self._driver
         if not self._started:
             self._started = True
-            self._task_group.start_soon(self._drive, name=f"run_many {self._workflow_id}")
+            self._task_group.start_soon(driver.drive, name=f"run_many {driver.workflow_id}")
         try:
-            return await self._receive.receive()
+            return await driver.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            await self._finished.wait()
-            if self._error is not None:
-                raise self._error from None
+            await driver.finished.wait()
+            if driver.error is not None:
+                raise driver.error from None
             raise StopAsyncIteration from None
 
     async def __aenter__(self) -> Batch:
@@ -109,24 +109,61 @@ class Batch:
 
     async def aclose(self) -> None:
         """Cancel every item still in flight and wait until they have all stopped."""
-        self._scope.cancel()
-        self._receive.close()
+        self._driver.stop()
         if self._started:
-            await self._finished.wait()
+            await self._driver.finished.wait()
 
     def __del__(self) -> None:
-        # Leaving `async for` early drops the batch: stop its work right away.
-        self._scope.cancel()
-        self._receive.close()
+        # Leaving `async for` early drops this handle (the driver task holds
+        # no reference to it): stop the batch's work right away.
+        driver = getattr(self, "_driver", None)  # None: __init__ refused the arguments
+        if driver is not None:
+            driver.stop()
 
-    async def _drive(self) -> None:
+
+class _Driver:
+    """The batch's state and tasks; separate from ``Batch`` so dropping the handle is seen."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int,
+        result_type: type[Any] | None,
+        deadline_for: Callable[[], float],
+        key: Callable[[Any], Any] | None,
+        fail_fast: bool,
+    ) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.payloads = payloads
+        self.concurrency = concurrency
+        self.result_type = result_type
+        self.deadline_for = deadline_for
+        self.key = key
+        self.fail_fast = fail_fast
+        self.send, self.receive = anyio.create_memory_object_stream[Outcome[Any]](concurrency)
+        self.scope = anyio.CancelScope()
+        self.finished = anyio.Event()
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self.receive.close()
+        if not self.finished.is_set():
+            # RuntimeError: no event loop any more, so nothing runs that could be cancelled
+            with contextlib.suppress(RuntimeError):
+                self.scope.cancel()
+
+    async def drive(self) -> None:
         try:
-            with self._scope:
-                async with self._send, anyio.create_task_group() as items:
-                    slots = anyio.CapacityLimiter(self._concurrency)
+            with self.scope:
+                async with self.send, anyio.create_task_group() as items:
+                    slots = anyio.CapacityLimiter(self.concurrency)
                     index = 0
-                    async for payload in _iterate(self._payloads):
-                        key = self._key(payload) if self._key is not None else index
+                    async for payload in _iterate(self.payloads):
+                        key = self.key(payload) if self.key is not None else index
                         holder = object()
                         await slots.acquire_on_behalf_of(holder)
                         items.start_soon(self._item, index, key, payload, slots, holder)
@@ -136,10 +173,10 @@ class Batch:
             inner: tuple[BaseException, ...]
             while len(inner := getattr(error, "exceptions", ())) == 1:  # a group of one
                 error = inner[0]
-            self._error = error
+            self.error = error
         finally:
-            self._send.close()
-            self._finished.set()
+            self.send.close()
+            self.finished.set()
 
     async def _item(
         self, index: int, key: Any, payload: Any, slots: anyio.CapacityLimiter, holder: object
@@ -147,13 +184,13 @@ class Batch:
         try:
             outcome = await self._outcome(index, key, payload)
             try:
-                await self._send.send(outcome)
+                await self.send.send(outcome)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._scope.cancel()  # the consumer is gone
+                self.scope.cancel()  # the consumer is gone
                 return
-            if self._fail_fast and outcome.exception is not None:
-                self._error = outcome.exception
-                self._scope.cancel()
+            if self.fail_fast and outcome.exception is not None:
+                self.error = outcome.exception
+                self.scope.cancel()
         finally:
             slots.release_on_behalf_of(holder)
 
@@ -163,14 +200,14 @@ class Batch:
         async def on_trigger(execution: Execution) -> None:
             triggered.append(execution)
 
-        client = self._client
+        client = self.client
         try:
             async with client._slot():
                 outcome = await client._run(
-                    self._workflow_id,
+                    self.workflow_id,
                     payload,
-                    deadline=self._deadline_for(),
-                    result_type=self._result_type,
+                    deadline=self.deadline_for(),
+                    result_type=self.result_type,
                     on_trigger=on_trigger,
                 )
         except WorkflowTriggerError as exc:

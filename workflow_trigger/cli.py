@@ -63,7 +63,9 @@ async def _demo(count: int, concurrency: int, seed: int) -> int:
                 console=console,
             ) as progress:
                 task = progress.add_task("executions", total=count)
-                async for outcome in client.run_many("enrich-lead", payloads, concurrency=concurrency):
+                async for outcome in client.run_many(
+                    "enrich-lead", payloads, concurrency=concurrency
+                ):
                     label = outcome.status.value if outcome.status else "error"
                     if outcome.exception is not None:
                         label = type(outcome.exception).__name__

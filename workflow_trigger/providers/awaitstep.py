@@ -1,0 +1,383 @@
+"""AwaitStep: ``POST /api/workflows/:id/trigger``, then ``GET .../runs/:runId``.
+
+The protocol, from "Triggering Runs via API" and the platform notes:
+
+- ``Authorization: Bearer ask_...``; scopes ``read`` (runs) and ``deploy``
+  (trigger, pause, resume, terminate);
+- the trigger sends ``{"connectionId", "params"}``, ``params`` at most
+  102,400 bytes serialised (checked here, before sending), and answers either
+  ``{"instanceId"}`` or the whole 201 run record. Runs are looked up by the
+  record's ``id`` (polling by ``instanceId`` gives 404), so the execution id is
+  ``id`` when present, else ``instanceId``; the instance id is kept in extras
+  because events are routed by it;
+- a run record's ``output`` and ``error`` may be JSON-encoded strings;
+- states: queued, running, paused, waiting (for an event), complete,
+  errored, terminated, unknown;
+- pause / resume / terminate are ``POST .../runs/:runId/{action}`` answering
+  ``{"ok": true}``; an event for a waiting run is another trigger whose params
+  are ``{"instanceId", "eventType", "payload"}``;
+- errors are ``{"error": "<message>"}`` (422 adds ``details``); every
+  response has ``X-Request-Id``;
+- no idempotency key: a trigger that may have reached the server is never
+  sent again.
+
+Functions (``kind: "script"``) are no runs: ``AwaitStepFunction`` POSTs the
+payload to the Worker's URL and the reply is the result (a 500 ``{"message"}``
+is the function's failure).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from .._secrets import Secret, redact_url
+from ..errors import (
+    APIError,
+    AuthenticationError,
+    InvalidInputError,
+    ProtocolError,
+    UnsupportedOperation,
+)
+from ..models import ErrorInfo, Execution, Snapshot, Status
+from ..policies import PollPolicy
+from .base import (
+    Control,
+    ProviderBase,
+    Request,
+    RequestKind,
+    Response,
+    TriggerContext,
+    Triggered,
+    TriggerOptions,
+    as_object,
+    check_base_url,
+    error_for_status,
+    json_body,
+    map_status,
+    path_segment,
+)
+
+__all__ = ["AwaitStep", "AwaitStepFunction"]
+
+#: the platform refuses params whose JSON is longer than this
+PARAMS_LIMIT = 102_400
+
+# ``waiting`` (blocked on step.waitForEvent) is PAUSED: the run will not move
+# until someone sends it an event. ``unknown`` is Cloudflare's transient "no
+# state yet" answer: non-terminal, so the wait goes on.
+_STATUSES = {
+    "queued": Status.PENDING,
+    "running": Status.RUNNING,
+    "paused": Status.PAUSED,
+    "waiting": Status.PAUSED,
+    "complete": Status.SUCCEEDED,
+    "errored": Status.FAILED,
+    "terminated": Status.CANCELLED,
+    "unknown": Status.RUNNING,
+}
+
+_ACTIONS = {"pause": "pause", "resume": "resume", "cancel": "terminate"}
+
+_NO_RECORD = (
+    "an AwaitStep function has no run record to poll: its result is the reply to the "
+    "trigger, so use client.run(...) rather than trigger() then wait()"
+)
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON-encoded string decoded; anything else (or undecodable text) as it is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class AwaitStep(ProviderBase):
+    """AwaitStep workflows (Cloudflare Workflows) through the AwaitStep API."""
+
+    kind: ClassVar[str] = "awaitstep"
+
+    def __init__(
+        self,
+        api_key: str,
+        connection_id: str,
+        *,
+        base_url: str = "https://app.awaitstep.dev",
+        poll: PollPolicy | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise InvalidInputError("api_key must be a non-empty string (an 'ask_...' key)")
+        if not isinstance(connection_id, str) or not connection_id.strip():
+            raise InvalidInputError(
+                "connection_id must be a non-empty string: the Cloudflare connection "
+                "('conn_...') that triggers run against"
+            )
+        self.base_url = check_base_url(base_url)
+        self.connection_id = connection_id
+        self._api_key = Secret(api_key)
+        # The document's polling example waits 2 s between polls, 60 times.
+        self.default_poll = poll or PollPolicy(interval=2.0, timeout=120.0)
+
+    def __repr__(self) -> str:
+        return f"AwaitStep(connection_id={self.connection_id!r}, base_url={self.base_url!r})"
+
+    def _secrets(self) -> tuple[Secret, ...]:
+        return (self._api_key,)
+
+    def _request(self, kind: RequestKind, method: str, path: str, body: Any = None) -> Request:
+        url = f"{self.base_url}/api/workflows/{path}"
+        headers = {"Authorization": f"Bearer {self._api_key.reveal()}"}
+        raw = None
+        if body is not None:
+            raw = json_body(body)
+            headers["Content-Type"] = "application/json"
+        return Request(
+            kind=kind,
+            method=method,
+            url=url,
+            redacted_url=self.redact(url),
+            headers=headers,
+            body=raw,
+            retry_after_send=method == "GET",
+        )
+
+    def _trigger_body(self, connection_id: str, params: Any) -> dict[str, Any]:
+        json_body(params, "params", limit=PARAMS_LIMIT)  # refuse before anything is sent
+        return {"connectionId": connection_id, "params": params}
+
+    # -- trigger -----------------------------------------------------------------
+
+    def trigger_request(
+        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
+    ) -> Request:
+        if options.idempotency_key is not None:
+            raise InvalidInputError(
+                "AwaitStep has no idempotency keys: a retried trigger always starts a new "
+                "run. Leave idempotency_key unset."
+            )
+        connection = options.connection_id or self.connection_id
+        body = self._trigger_body(connection, {} if payload is None else payload)
+        path = f"{path_segment(workflow_id, 'workflow id')}/trigger"
+        return self._request("trigger", "POST", path, body)
+
+    def parse_trigger(
+        self, workflow_id: str, response: Response, context: TriggerContext
+    ) -> Triggered:
+        record = self._record(response, f"trigger of {workflow_id!r}")
+        instance_id = _id(record.get("instanceId"))
+        run_id = _id(record.get("id")) or instance_id
+        if run_id is None:
+            raise ProtocolError(
+                f"AwaitStep accepted the trigger of {workflow_id!r} but its answer has no id "
+                "nor instanceId, so the run cannot be followed; check base_url"
+            )
+        extras = {"instance_id": instance_id} if instance_id else {}
+        connection = _id(record.get("connectionId"))
+        if connection is not None:
+            extras["connection_id"] = connection
+        execution = Execution(
+            provider=self.kind,
+            workflow_id=workflow_id,
+            execution_id=run_id,
+            extras=extras,
+            triggered_at=context.now,
+        )
+        first = self._snapshot(record, context.now) if "status" in record else None
+        return Triggered(
+            execution=execution, snapshot=first if first and first.status.is_terminal else None
+        )
+
+    # -- status ------------------------------------------------------------------
+
+    def status_request(self, execution: Execution) -> Request:
+        path = f"{path_segment(execution.workflow_id, 'workflow id')}/runs/"
+        path += path_segment(execution.execution_id, "run id")
+        return self._request("status", "GET", path)
+
+    def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
+        return self._snapshot(
+            self._record(response, f"status of run {execution.execution_id}"), now
+        )
+
+    def _snapshot(self, record: dict[str, Any], now: datetime) -> Snapshot:
+        raw = record.get("status")
+        status = map_status(self.kind, raw, _STATUSES)
+        failure = _decoded(record.get("error"))
+        error = None
+        if status is Status.FAILED or failure not in (None, "", {}):
+            error = self._error_info(failure)
+        return Snapshot(
+            status=status,
+            raw_status=str(raw),
+            observed_at=now,
+            result=_decoded(record.get("output")) if status is Status.SUCCEEDED else None,
+            error=error,
+        )
+
+    def _error_info(self, failure: Any) -> ErrorInfo:
+        """``{"name", "message"}`` (a serialised JS Error), a plain string, or nothing."""
+        found = failure if isinstance(failure, dict) else {"message": failure}
+        message, name = found.get("message"), found.get("name")
+        text = message if isinstance(message, str) and message else name
+        return ErrorInfo(
+            message=self.redact(text) if isinstance(text, str) and text else "Unknown error",
+            code=name if isinstance(name, str) else None,
+            details=failure if isinstance(failure, dict) else None,
+        )
+
+    # -- controls ----------------------------------------------------------------
+
+    def control_request(self, execution: Execution, control: Control, data: Any) -> Request:
+        workflow = path_segment(execution.workflow_id, "workflow id")
+        if control == "event":
+            data = data if isinstance(data, dict) else {}
+            event_type = data.get("event_type")
+            if not isinstance(event_type, str) or not event_type:
+                raise InvalidInputError("the event type must be a non-empty string")
+            params = {
+                "instanceId": execution.extras.get("instance_id", execution.execution_id),
+                "eventType": event_type,
+                "payload": data.get("payload"),
+            }
+            connection = execution.extras.get("connection_id", self.connection_id)
+            body = self._trigger_body(connection, params)
+            return self._request("control", "POST", f"{workflow}/trigger", body)
+        if control not in _ACTIONS:
+            return super().control_request(execution, control, data)
+        path = f"{workflow}/runs/{path_segment(execution.execution_id, 'run id')}/"
+        return self._request("control", "POST", path + _ACTIONS[control])
+
+    def parse_control(self, execution: Execution, response: Response) -> None:
+        # ``{"ok": true}`` is documented, but any 2xx is the platform's yes.
+        if not 200 <= response.status < 300:
+            raise self._error(response, f"control of run {execution.execution_id}")
+
+    # -- answers and errors ------------------------------------------------------
+
+    def _record(self, response: Response, what: str) -> dict[str, Any]:
+        if not 200 <= response.status < 300:
+            raise self._error(response, what)
+        return as_object(response.json(), "AwaitStep's answer")
+
+    def _error(self, response: Response, what: str) -> APIError:
+        try:
+            body = response.json()
+        except ProtocolError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        message = body.get("error")
+        message = self.redact(message) if isinstance(message, str) else f"HTTP {response.status}"
+        request_id = response.header("x-request-id") or body.get("requestId")
+        said = f"HTTP {response.status}: {message}"
+        if isinstance(request_id, str) and request_id:
+            said += f"; request id {request_id}"
+        if response.status in (401, 403):
+            scope = "read" if what.startswith("status") else "deploy"
+            return AuthenticationError(
+                f"AwaitStep refused the API key in the Authorization: Bearer header for the "
+                f"{what} ({said}); check that the key is current and has the {scope!r} scope",
+                status_code=response.status,
+            )
+        return error_for_status(
+            response, f"AwaitStep answered the {what} with {said}", details=body.get("details")
+        )
+
+
+class AwaitStepFunction(ProviderBase):
+    """An AwaitStep function: one POST to its Worker URL, the result in the reply.
+
+    ``headers`` are sent with every call (say, a Cloudflare Access token); their
+    values are treated as secrets. The workflow name given to ``run`` only
+    labels the ``Execution``, whose id is the client's message id.
+    """
+
+    kind: ClassVar[str] = "awaitstep_function"
+
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None) -> None:
+        try:
+            check_base_url(url)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"url is the function's Worker URL: {exc}") from exc
+        headers = dict(headers or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise InvalidInputError("headers must map header names to string values")
+        self.url = url
+        self._headers = {name: Secret(value) for name, value in headers.items()}
+
+    def __repr__(self) -> str:
+        return f"AwaitStepFunction(url={self.redact(self.url)!r}, headers={sorted(self._headers)})"
+
+    def _secrets(self) -> tuple[Secret, ...]:
+        return tuple(s for s in self._headers.values() if s.reveal())
+
+    def trigger_request(
+        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
+    ) -> Request:
+        if not isinstance(workflow_id, str) or not workflow_id.strip():
+            raise InvalidInputError(
+                f"the function name must be a non-empty string, got {workflow_id!r}"
+            )
+        if options.idempotency_key is not None or options.connection_id is not None:
+            raise InvalidInputError(
+                "an AwaitStep function takes neither idempotency_key nor connection_id: "
+                "each call is one independent POST"
+            )
+        headers = {"Content-Type": "application/json"}
+        headers.update((name, secret.reveal()) for name, secret in self._headers.items())
+        return Request(
+            kind="trigger",
+            method="POST",
+            url=self.url,
+            redacted_url=redact_url(self.url, self._secrets()),
+            headers=headers,
+            body=json_body({} if payload is None else payload),
+            retry_after_send=False,  # no run record: a resend is a second invocation
+        )
+
+    def parse_trigger(
+        self, workflow_id: str, response: Response, context: TriggerContext
+    ) -> Triggered:
+        execution = Execution(
+            provider=self.kind,
+            workflow_id=workflow_id,
+            execution_id=context.message_id,
+            triggered_at=context.now,
+        )
+        body: Any = None
+        if response.body.strip():
+            try:
+                body = response.json()
+            except ProtocolError:  # a custom triggerCode may answer text
+                body = response.body.decode("utf-8", "replace")
+        raw, now = f"HTTP {response.status}", context.now
+        if 200 <= response.status < 300:
+            snap = Snapshot(status=Status.SUCCEEDED, raw_status=raw, observed_at=now, result=body)
+        elif response.status == 500 and isinstance(body, dict) and "message" in body:
+            message = body["message"]
+            text = self.redact(message) if isinstance(message, str) and message else None
+            error = ErrorInfo(message=text or "Unknown error", details=body)
+            snap = Snapshot(status=Status.FAILED, raw_status=raw, observed_at=now, error=error)
+        else:
+            said = body.get("message", body.get("error")) if isinstance(body, dict) else body
+            said = self.redact(said)[:200] if isinstance(said, str) and said else "no message"
+            raise error_for_status(
+                response,
+                f"the function {workflow_id!r} answered HTTP {response.status} ({said}); "
+                "check its URL and headers",
+            )
+        return Triggered(execution=execution, snapshot=snap)
+
+    def status_request(self, execution: Execution) -> Request:
+        raise UnsupportedOperation(_NO_RECORD)
+
+    def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
+        raise UnsupportedOperation(_NO_RECORD)
