@@ -317,7 +317,10 @@ class AwaitStepFunction(ProviderBase):
         return f"AwaitStepFunction(url={self.redact(self.url)!r}, headers={sorted(self._headers)})"
 
     def _secrets(self) -> tuple[Secret, ...]:
-        return tuple(s for s in self._headers.values() if s.reveal())
+        # A value like "Bearer <token>" is masked whole, and its token alone too.
+        values = {v.reveal() for v in self._headers.values()}
+        values |= {v.split()[-1] for v in values if len(v.split()) > 1}
+        return tuple(Secret(v) for v in sorted(values, key=len, reverse=True) if v)
 
     def trigger_request(
         self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
