@@ -10,7 +10,17 @@ PACKAGE = pathlib.Path(wt.__file__).parent
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in vars(wt) if not name.startswith("_")}
-    modules = {"cli", "client", "errors", "models", "policies", "providers", "sync", "testing"}
+    modules = {
+        "cli",
+        "client",
+        "errors",
+        "journal",
+        "models",
+        "policies",
+        "providers",
+        "sync",
+        "testing",
+    }
     assert sorted(wt.__all__, key=str.lower) == sorted(set(wt.__all__), key=str.lower)
     assert public - modules - {"annotations"} == set(wt.__all__)
 

@@ -29,8 +29,7 @@ from .errors import (
 )
 from .models import Artifact, ErrorInfo, Execution, Outcome, Snapshot, Status, Step
 from .policies import PollPolicy, RetryPolicy
-from .providers.base import Provider
-from .providers.codika import Codika
+from .providers import AwaitStep, AwaitStepFunction, Codika, Pinkfish, Provider, RunsApi
 from .sync import BlockingIterator, Client
 
 __version__ = "0.1.0"
@@ -41,6 +40,8 @@ __all__ = [
     "Artifact",
     "AsyncClient",
     "AuthenticationError",
+    "AwaitStep",
+    "AwaitStepFunction",
     "Batch",
     "BlockingIterator",
     "Client",
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "Outcome",
+    "Pinkfish",
     "PayloadTooLarge",
     "PollPolicy",
     "PollTimeout",
@@ -58,6 +60,7 @@ __all__ = [
     "RateLimitError",
     "ResultTypeError",
     "RetryPolicy",
+    "RunsApi",
     "ServerError",
     "Snapshot",
     "Status",

@@ -19,6 +19,7 @@ every in-flight item has stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,10 @@ import anyio
 import anyio.abc
 import attrs
 
-from .errors import InvalidInputError, PollTimeout, WorkflowTriggerError
-from .models import Execution, Outcome
+from ._results import structure_result
+from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
+from .journal import Journal
+from .models import Execution, Outcome, Status
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -59,6 +62,7 @@ class Batch:
         deadline_for: Callable[[], float],
         key: Callable[[Any], Any] | None,
         fail_fast: bool,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -81,6 +85,7 @@ class Batch:
             deadline_for=deadline_for,
             key=key,
             fail_fast=fail_fast,
+            journal=journal,
         )
         self._task_group = task_group
         self._started = False
@@ -96,6 +101,7 @@ class Batch:
         try:
             return await driver.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
+            driver.receive.close()
             await driver.finished.wait()
             if driver.error is not None:
                 raise driver.error from None
@@ -135,6 +141,7 @@ class _Driver:
         deadline_for: Callable[[], float],
         key: Callable[[Any], Any] | None,
         fail_fast: bool,
+        journal: str | os.PathLike[str] | None,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
@@ -148,6 +155,8 @@ class _Driver:
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
         self.error: BaseException | None = None
+        self.journal_path = journal
+        self.journal: Journal | None = None
 
     def stop(self) -> None:
         self.receive.close()
@@ -159,15 +168,16 @@ class _Driver:
     async def drive(self) -> None:
         try:
             with self.scope:
-                async with self.send, anyio.create_task_group() as items:
-                    slots = anyio.CapacityLimiter(self.concurrency)
-                    index = 0
-                    async for payload in _iterate(self.payloads):
-                        key = self.key(payload) if self.key is not None else index
-                        holder = object()
-                        await slots.acquire_on_behalf_of(holder)
-                        items.start_soon(self._item, index, key, payload, slots, holder)
-                        index += 1
+                async with self.send, anyio.create_task_group() as writer:
+                    if self.journal_path is not None:
+                        self.journal = await Journal.open(
+                            self.journal_path,
+                            provider=self.client.provider.kind,
+                            workflow_id=self.workflow_id,
+                        )
+                        await writer.start(self.journal.run_writer)
+                    await self._run_items()
+                    writer.cancel_scope.cancel()
         except Exception as exc:  # a failing payload iterator or key(): surface it to the consumer
             error: BaseException = exc
             inner: tuple[BaseException, ...]
@@ -177,6 +187,17 @@ class _Driver:
         finally:
             self.send.close()
             self.finished.set()
+
+    async def _run_items(self) -> None:
+        async with anyio.create_task_group() as items:
+            slots = anyio.CapacityLimiter(self.concurrency)
+            index = 0
+            async for payload in _iterate(self.payloads):
+                key = self.key(payload) if self.key is not None else index
+                holder = object()
+                await slots.acquire_on_behalf_of(holder)
+                items.start_soon(self._item, index, key, payload, slots, holder)
+                index += 1
 
     async def _item(
         self, index: int, key: Any, payload: Any, slots: anyio.CapacityLimiter, holder: object
@@ -195,22 +216,44 @@ class _Driver:
             slots.release_on_behalf_of(holder)
 
     async def _outcome(self, index: int, key: Any, payload: Any) -> Outcome[Any]:
+        client, journal = self.client, self.journal
+        state = journal.state(key) if journal is not None else None
+        if state is not None and state.outcome is not None:
+            return self._replay(state.outcome, index, key)
         triggered: list[Execution] = []
+        duplicated = False
 
         async def on_trigger(execution: Execution) -> None:
             triggered.append(execution)
+            if journal is not None:
+                await journal.record_token(key, execution)
 
-        client = self.client
         try:
             async with client._slot():
-                outcome = await client._run(
-                    self.workflow_id,
-                    payload,
-                    deadline=self.deadline_for(),
-                    result_type=self.result_type,
-                    on_trigger=on_trigger,
-                )
+                deadline = self.deadline_for()
+                if state is not None and state.token is not None:
+                    execution = Execution.from_token(state.token)
+                    triggered.append(execution)
+                    outcome = await client._wait(execution, None, deadline, self.result_type, False)
+                else:
+                    idempotency_key = None
+                    if journal is not None:
+                        honoured = client.provider.honours_idempotency_key
+                        # an intent without a token: the first trigger may have started a run
+                        duplicated = state is not None and not honoured
+                        state = state or await journal.record_intent(key)
+                        idempotency_key = state.idempotency_key if honoured else None
+                    outcome = await client._run(
+                        self.workflow_id,
+                        payload,
+                        deadline=deadline,
+                        result_type=self.result_type,
+                        idempotency_key=idempotency_key,
+                        on_trigger=on_trigger,
+                    )
         except WorkflowTriggerError as exc:
+            if journal is not None and not triggered and _no_run_started(exc):
+                await journal.forget(key)
             snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
             return Outcome(
                 execution=triggered[0] if triggered else None,
@@ -219,5 +262,23 @@ class _Driver:
                 index=index,
                 key=key,
                 exception=exc,
+                possibly_duplicated=duplicated,
             )
-        return attrs.evolve(outcome, index=index, key=key)
+        outcome = attrs.evolve(outcome, index=index, key=key, possibly_duplicated=duplicated)
+        if journal is not None:
+            await journal.record_outcome(key, outcome)
+        return outcome
+
+    def _replay(self, outcome: Outcome[Any], index: int, key: Any) -> Outcome[Any]:
+        result = outcome.raw_result
+        if self.result_type is not None and outcome.status is Status.SUCCEEDED:
+            result = structure_result(self.client._converter, result, self.result_type)
+        return attrs.evolve(outcome, result=result, index=index, key=key)
+
+
+def _no_run_started(exc: WorkflowTriggerError) -> bool:
+    """Whether a failed trigger certainly started no run (so a re-run may trigger afresh)."""
+    if isinstance(exc, InvalidInputError) and exc.status_code is None:
+        return True  # refused by the SDK before sending
+    status = exc.status_code if isinstance(exc, APIError) else None
+    return status is not None and 400 <= status < 500 and status not in (408, 429)

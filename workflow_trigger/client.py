@@ -17,6 +17,7 @@ everything in between that involves time:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -419,6 +420,7 @@ class AsyncClient:
                 if result_type is not None and snapshot.status is Status.SUCCEEDED
                 else snapshot.result
             ),
+            raw_result=snapshot.result,
             error=snapshot.error,
             artifacts=snapshot.artifacts,
             designated_output=snapshot.designated_output,
@@ -484,11 +486,14 @@ class AsyncClient:
         timeout: float | None = DEFAULT,
         key: Callable[[Any], Any] | None = None,
         fail_fast: bool = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> Batch:
         """Run ``workflow_id`` once per payload; an async iterator of ``Outcome``s as they end.
 
         At most ``concurrency`` items are in flight and ``payloads`` is read only
         as slots free up. Leaving the ``async for`` early cancels the rest.
+        With ``journal="batch.sqlite"`` every item's intent, token and outcome is
+        recorded, and running the same batch again resumes instead of re-triggering.
         """
         from ._batch import Batch
 
@@ -507,6 +512,7 @@ class AsyncClient:
             deadline_for=lambda: self._deadline(timeout),
             key=key,
             fail_fast=fail_fast,
+            journal=journal,
         )
 
 

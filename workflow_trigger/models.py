@@ -205,6 +205,8 @@ class Outcome(Generic[T]):
     key: Any = None
     exception: BaseException | None = attrs.field(default=None, eq=False)
     possibly_duplicated: bool = False
+    #: the result as the platform sent it, before ``result_type`` structured it
+    raw_result: Any = attrs.field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:

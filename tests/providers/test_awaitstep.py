@@ -19,7 +19,8 @@ from workflow_trigger import (
     Status,
     UnsupportedOperation,
 )
-from workflow_trigger.providers.awaitstep import AwaitStep, AwaitStepFunction
+from workflow_trigger.providers.awaitstep import AwaitStep
+from workflow_trigger.providers.awaitstep_function import AwaitStepFunction
 from workflow_trigger.providers.base import Provider, Response, TriggerContext, TriggerOptions
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -344,6 +345,12 @@ def test_auth_errors_name_the_credential_and_never_show_it(code: int, scope: str
         provider.parse_status(execution(provider), response(403, body), NOW)
 
 
+def test_a_key_with_a_newline_is_refused_without_showing_it() -> None:
+    with pytest.raises(InvalidInputError, match="newline") as info:
+        AwaitStep(KEY + "\n", "conn")
+    assert KEY not in str(info.value)
+
+
 def test_repr_hides_the_key() -> None:
     provider = steps()
     assert KEY not in repr(provider) and "conn_xyz789" in repr(provider)
@@ -419,7 +426,7 @@ def test_function_header_values_never_show_in_errors() -> None:
 def test_function_has_no_run_record_and_no_controls() -> None:
     fn = AwaitStepFunction(FN_URL)
     ex = fn.parse_trigger("f", response(200, {}), CONTEXT).execution
-    with pytest.raises(UnsupportedOperation, match="client.run"):
+    with pytest.raises(UnsupportedOperation, match=r"client\.run"):
         fn.status_request(ex)
     with pytest.raises(UnsupportedOperation):
         fn.parse_status(ex, response(200, {}), NOW)
@@ -442,7 +449,13 @@ def test_function_refuses_what_it_cannot_honour(options: TriggerOptions, name: s
 
 @pytest.mark.parametrize(
     ("url", "headers"),
-    [("order-fn.workers.dev", None), ("ftp://x", None), (None, None), (FN_URL, {"X": 1})],
+    [
+        ("order-fn.workers.dev", None),
+        ("ftp://x", None),
+        (None, None),
+        (FN_URL, {"X": 1}),
+        (FN_URL, {"X-Token": "abc\r\nX-Evil: 1"}),
+    ],
 )
 def test_function_bad_configuration_is_refused(url: Any, headers: Any) -> None:
     with pytest.raises(InvalidInputError):

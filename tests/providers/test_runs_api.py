@@ -367,6 +367,12 @@ def test_cancel_is_unsupported_and_sends_nothing() -> None:
         provider.control_request(execution(provider), "pause", None)
 
 
+def test_a_key_with_a_newline_is_refused_without_showing_it() -> None:
+    with pytest.raises(InvalidInputError, match="newline") as info:
+        RunsApi(BASE, KEY + "\n")
+    assert KEY not in str(info.value)
+
+
 def test_repr_and_redaction_hide_the_key() -> None:
     provider = runs(connection_id="conn_1")
     assert KEY not in repr(provider) and "conn_1" in repr(provider)

@@ -29,17 +29,15 @@ is the function's failure).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .._secrets import Secret, redact_url
+from .._secrets import Secret
 from ..errors import (
     APIError,
     AuthenticationError,
     InvalidInputError,
     ProtocolError,
-    UnsupportedOperation,
 )
 from ..models import ErrorInfo, Execution, Snapshot, Status
 from ..policies import PollPolicy
@@ -60,7 +58,7 @@ from .base import (
     path_segment,
 )
 
-__all__ = ["AwaitStep", "AwaitStepFunction"]
+__all__ = ["AwaitStep"]
 
 #: the platform refuses params whose JSON is longer than this
 PARAMS_LIMIT = 102_400
@@ -80,11 +78,6 @@ _STATUSES = {
 }
 
 _ACTIONS = {"pause": "pause", "resume": "resume", "cancel": "terminate"}
-
-_NO_RECORD = (
-    "an AwaitStep function has no run record to poll: its result is the reply to the "
-    "trigger, so use client.run(...) rather than trigger() then wait()"
-)
 
 
 def _decoded(value: Any) -> Any:
@@ -114,8 +107,11 @@ class AwaitStep(ProviderBase):
         base_url: str = "https://app.awaitstep.dev",
         poll: PollPolicy | None = None,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise InvalidInputError("api_key must be a non-empty string (an 'ask_...' key)")
+        if not isinstance(api_key, str) or not api_key.strip() or not api_key.isprintable():
+            raise InvalidInputError(
+                "api_key must be an 'ask_...' key: a non-empty string without control "
+                "characters (a trailing newline from a file?)"
+            )
         if not isinstance(connection_id, str) or not connection_id.strip():
             raise InvalidInputError(
                 "connection_id must be a non-empty string: the Cloudflare connection "
@@ -290,97 +286,3 @@ class AwaitStep(ProviderBase):
         return error_for_status(
             response, f"AwaitStep answered the {what} with {said}", details=body.get("details")
         )
-
-
-class AwaitStepFunction(ProviderBase):
-    """An AwaitStep function: one POST to its Worker URL, the result in the reply.
-
-    ``headers`` are sent with every call (say, a Cloudflare Access token); their
-    values are treated as secrets. The workflow name given to ``run`` only
-    labels the ``Execution``, whose id is the client's message id.
-    """
-
-    kind: ClassVar[str] = "awaitstep_function"
-
-    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None) -> None:
-        try:
-            check_base_url(url)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"url is the function's Worker URL: {exc}") from exc
-        headers = dict(headers or {})
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise InvalidInputError("headers must map header names to string values")
-        self.url = url
-        self._headers = {name: Secret(value) for name, value in headers.items()}
-
-    def __repr__(self) -> str:
-        return f"AwaitStepFunction(url={self.redact(self.url)!r}, headers={sorted(self._headers)})"
-
-    def _secrets(self) -> tuple[Secret, ...]:
-        # A value like "Bearer <token>" is masked whole, and its token alone too.
-        values = {v.reveal() for v in self._headers.values()}
-        values |= {v.split()[-1] for v in values if len(v.split()) > 1}
-        return tuple(Secret(v) for v in sorted(values, key=len, reverse=True) if v)
-
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
-        if not isinstance(workflow_id, str) or not workflow_id.strip():
-            raise InvalidInputError(
-                f"the function name must be a non-empty string, got {workflow_id!r}"
-            )
-        if options.idempotency_key is not None or options.connection_id is not None:
-            raise InvalidInputError(
-                "an AwaitStep function takes neither idempotency_key nor connection_id: "
-                "each call is one independent POST"
-            )
-        headers = {"Content-Type": "application/json"}
-        headers.update((name, secret.reveal()) for name, secret in self._headers.items())
-        return Request(
-            kind="trigger",
-            method="POST",
-            url=self.url,
-            redacted_url=redact_url(self.url, self._secrets()),
-            headers=headers,
-            body=json_body({} if payload is None else payload),
-            retry_after_send=False,  # no run record: a resend is a second invocation
-        )
-
-    def parse_trigger(
-        self, workflow_id: str, response: Response, context: TriggerContext
-    ) -> Triggered:
-        execution = Execution(
-            provider=self.kind,
-            workflow_id=workflow_id,
-            execution_id=context.message_id,
-            triggered_at=context.now,
-        )
-        body: Any = None
-        if response.body.strip():
-            try:
-                body = response.json()
-            except ProtocolError:  # a custom triggerCode may answer text
-                body = response.body.decode("utf-8", "replace")
-        raw, now = f"HTTP {response.status}", context.now
-        if 200 <= response.status < 300:
-            snap = Snapshot(status=Status.SUCCEEDED, raw_status=raw, observed_at=now, result=body)
-        elif response.status == 500 and isinstance(body, dict) and "message" in body:
-            message = body["message"]
-            text = self.redact(message) if isinstance(message, str) and message else None
-            error = ErrorInfo(message=text or "Unknown error", details=body)
-            snap = Snapshot(status=Status.FAILED, raw_status=raw, observed_at=now, error=error)
-        else:
-            said = body.get("message", body.get("error")) if isinstance(body, dict) else body
-            said = self.redact(said)[:200] if isinstance(said, str) and said else "no message"
-            raise error_for_status(
-                response,
-                f"the function {workflow_id!r} answered HTTP {response.status} ({said}); "
-                "check its URL and headers",
-            )
-        return Triggered(execution=execution, snapshot=snap)
-
-    def status_request(self, execution: Execution) -> Request:
-        raise UnsupportedOperation(_NO_RECORD)
-
-    def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
-        raise UnsupportedOperation(_NO_RECORD)

@@ -138,6 +138,8 @@ class Provider(Protocol):
     """What the client needs of a platform. ``ProviderBase`` implements the common parts."""
 
     kind: ClassVar[str]
+    #: True when a trigger sent again with the same idempotency key cannot start a second run
+    honours_idempotency_key: ClassVar[bool]
     default_poll: PollPolicy
     default_rate_limit: float | None
 
@@ -174,6 +176,7 @@ class ProviderBase:
     """Shared defaults: no result request, no controls, redaction of own secrets."""
 
     kind: ClassVar[str] = "base"
+    honours_idempotency_key: ClassVar[bool] = False
     default_poll: PollPolicy = PollPolicy()
     default_rate_limit: float | None = None
     #: query parameters whose values are masked wherever a URL is shown

@@ -115,8 +115,11 @@ class Pinkfish(ProviderBase):
         trigger: Literal["api", "webhook"] = "api",
         poll: PollPolicy | None = None,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise InvalidInputError("api_key must be a non-empty string")
+        if not isinstance(api_key, str) or not api_key.strip() or not api_key.isprintable():
+            raise InvalidInputError(
+                "api_key must be a non-empty string without control characters "
+                "(a trailing newline from a file?)"
+            )
         if wait not in ("async", "sync"):
             raise InvalidInputError(f"wait must be 'async' or 'sync', got {wait!r}")
         if trigger not in ("api", "webhook"):
@@ -324,6 +327,7 @@ class Pinkfish(ProviderBase):
             body = None
         body = body if isinstance(body, dict) else {}
         code, text = _text(body.get("error")), _text(body.get("message"))
+        code = self.redact(code) if code else None
         said = f"HTTP {response.status} {code}" if code else f"HTTP {response.status}"
         said += f": {text or code or 'no message'}"
         if response.status in (401, 403):
@@ -333,15 +337,15 @@ class Pinkfish(ProviderBase):
                 else "the API key in the URL path (/ext/webhook/<key>/...)"
             )
             return AuthenticationError(
-                self.redact(f"Pinkfish refused {where} for the {what} ({said}); check the key"),
+                self.redact(
+                    f"Pinkfish refused {where} for the {what} ({said}); check that the key "
+                    "is current and belongs to the trigger's account"
+                ),
                 status_code=response.status,
-                code=code and self.redact(code),
+                code=code,
             )
-        return error_for_status(
-            response,
-            self.redact(f"Pinkfish answered the {what} with {said}"),
-            code=code and self.redact(code),
-        )
+        message = self.redact(f"Pinkfish answered the {what} with {said}")
+        return error_for_status(response, message, code=code)
 
 
 def _text(value: Any) -> str | None:

@@ -128,6 +128,7 @@ class RunsApi(ProviderBase):
     """
 
     kind: ClassVar[str] = "runs_api"
+    honours_idempotency_key: ClassVar[bool] = True
     default_rate_limit: float | None = 500 / 60
 
     def __init__(
@@ -138,8 +139,11 @@ class RunsApi(ProviderBase):
         connection_id: str | None = None,
         poll: PollPolicy | None = None,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise InvalidInputError("api_key must be a non-empty string (a 'wfk_...' key)")
+        if not isinstance(api_key, str) or not api_key.strip() or not api_key.isprintable():
+            raise InvalidInputError(
+                "api_key must be a 'wfk_...' key: a non-empty string without control "
+                "characters (a trailing newline from a file?)"
+            )
         if connection_id is not None and (
             not isinstance(connection_id, str) or not connection_id.strip()
         ):
