@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -31,7 +32,7 @@ from .policies import RetryPolicy, parse_retry_after
 from .providers.base import Request, Response
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger("workflow_trigger")
 
@@ -77,7 +78,11 @@ class Transport:
         rng: random.Random,
         redact: Callable[[str], str],
         connections: anyio.CapacityLimiter,
+        rate_limit_hint: Callable[[Response, datetime], tuple[int | None, float | None]],
     ) -> None:
+        self.rate_limit_hint = rate_limit_hint
+        #: loop time before which no request may start: the platform said its window is spent
+        self.hold_until = 0.0
         self.connections = connections
         self.session = session
         self.retry = retry
@@ -88,13 +93,19 @@ class Transport:
         self.redact = redact
         self.requests_sent = 0
 
-    async def send(self, request: Request) -> Response:
-        """Send ``request``, retrying it where safe; the final response, whatever its status."""
+    async def send(
+        self, request: Request, *, max_body: int | None = None, to: str | None = None
+    ) -> Response:
+        """Send ``request``, retrying it where safe; the final response, whatever its status.
+
+        ``max_body`` overrides the body cap; with ``to``, a 2xx body is streamed into
+        that file (rewritten on each try) instead of memory.
+        """
         attempts = self.retry.attempts
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                response = await self._send_once(request)
+                response = await self._send_once(request, max_body or self.max_body, to)
             except _NotSent as exc:
                 failure: TransportError | None = self._error(request, exc.__cause__)
                 failure.__cause__ = exc.__cause__  # type: ignore[union-attr]
@@ -128,13 +139,15 @@ class Transport:
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_once(self, request: Request) -> Response:
+    async def _send_once(self, request: Request, max_body: int, to: str | None) -> Response:
+        if self.hold_until > anyio.current_time():
+            await anyio.sleep_until(self.hold_until)
         if self.limiter is not None:
             await self.limiter.acquire()
         async with self.connections:
-            return await self._exchange(request)
+            return await self._exchange(request, max_body, to)
 
-    async def _exchange(self, request: Request) -> Response:
+    async def _exchange(self, request: Request, max_body: int, to: str | None) -> Response:
         self.requests_sent += 1
         started = time.perf_counter()
         try:
@@ -144,9 +157,14 @@ class Transport:
                 headers=request.headers,
                 data=request.body,
                 allow_redirects=False,
-                timeout=self.timeout,
+                timeout=self._timeout_for(request),
             ) as resp:
-                body = await self._read_body(request, resp)
+                if to is not None and 200 <= resp.status < 300:
+                    body = b""
+                    async with await anyio.open_file(to, "wb") as file:
+                        await self._read_body(request, resp, max_body, file.write)
+                else:
+                    body = await self._read_body(request, resp, max_body)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
@@ -163,32 +181,51 @@ class Transport:
                 status,
                 time.perf_counter() - started,
             )
+        response = Response(status=status, headers=headers, body=body)
+        remaining, reset = self.rate_limit_hint(response, datetime.now(timezone.utc))
+        if remaining == 0 and reset:
+            self.hold_until = max(self.hold_until, anyio.current_time() + reset)
         if 300 <= status < 400:
             raise ProtocolError(
                 f"{request.method} {request.redacted_url} answered a redirect (HTTP {status}); "
                 "redirects are not followed so credentials never reach another host: "
                 "set base_url to the final address"
             )
-        return Response(status=status, headers=headers, body=body)
+        return response
 
-    async def _read_body(self, request: Request, resp: aiohttp.ClientResponse) -> bytes:
+    def _timeout_for(self, request: Request) -> aiohttp.ClientTimeout:
+        if request.timeout is None or request.timeout <= (self.timeout.total or 0):
+            return self.timeout
+        return aiohttp.ClientTimeout(total=request.timeout, sock_connect=self.timeout.sock_connect)
+
+    async def _read_body(
+        self,
+        request: Request,
+        resp: aiohttp.ClientResponse,
+        cap: int,
+        sink: Callable[[bytes], Awaitable[object]] | None = None,
+    ) -> bytes:
+        """The body, read no further than ``cap`` bytes (or handed chunk by chunk to ``sink``)."""
         length = resp.content_length
-        if length is not None and length > self.max_body:
-            raise self._too_large(request, length)
+        if length is not None and length > cap:
+            raise self._too_large(request, length, cap)
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
             size += len(chunk)
-            if size > self.max_body:
-                raise self._too_large(request, size)
-            chunks.append(chunk)
+            if size > cap:
+                raise self._too_large(request, size, cap)
+            if sink is not None:
+                await sink(chunk)
+            else:
+                chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large(self, request: Request, size: int) -> ProtocolError:
+    def _too_large(self, request: Request, size: int, cap: int) -> ProtocolError:
         return ProtocolError(
             f"{request.method} {request.redacted_url} answered a body of at least {size:,} "
-            f"bytes, over the cap of {self.max_body:,}; raise max_body= on the client if "
-            "this is expected"
+            f"bytes, over the cap of {cap:,}; raise max_body= (max_bytes= for downloads) "
+            "if this is expected"
         )
 
     def _error(self, request: Request, exc: BaseException | None) -> TransportError:

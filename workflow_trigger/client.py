@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import random
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -32,9 +33,17 @@ import cattrs
 from ._results import make_converter, structure_result
 from ._transport import RateLimiter, Transport
 from .errors import InvalidInputError, PollTimeout, TransportError, UnsupportedOperation
-from .models import Execution, Outcome, Snapshot, Status
+from .models import Artifact, Execution, Outcome, Snapshot, Status
 from .policies import PollPolicy, RetryPolicy, parse_retry_after
-from .providers.base import Control, Provider, Request, Response, TriggerContext, TriggerOptions
+from .providers.base import (
+    Control,
+    Provider,
+    Request,
+    Response,
+    TriggerContext,
+    TriggerOptions,
+    error_for_status,
+)
 
 if TYPE_CHECKING:
     from ._batch import Batch
@@ -170,6 +179,7 @@ class AsyncClient:
                 rng=self._rng,
                 redact=self.provider.redact,
                 connections=self._connections,
+                rate_limit_hint=self.provider.rate_limit_hint,
             )
         return self._transport
 
@@ -266,6 +276,39 @@ class AsyncClient:
     async def send_event(self, execution: Execution, event_type: str, payload: Any = None) -> None:
         """Deliver an event to a run that waits for one (AwaitStep)."""
         await self._control(execution, "event", {"event_type": event_type, "payload": payload})
+
+    @overload
+    async def download(
+        self, artifact: Artifact, *, to: None = None, max_bytes: int = ...
+    ) -> bytes: ...
+
+    @overload
+    async def download(
+        self, artifact: Artifact, *, to: str | os.PathLike[str], max_bytes: int = ...
+    ) -> pathlib.Path: ...
+
+    async def download(
+        self,
+        artifact: Artifact,
+        *,
+        to: str | os.PathLike[str] | None = None,
+        max_bytes: int = 100 * MiB,
+    ) -> bytes | pathlib.Path:
+        """A result file (Pinkfish ``Outcome.artifacts``): its bytes, or with ``to=`` the
+        ``pathlib.Path`` it was streamed to. Reads no more than ``max_bytes``."""
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise InvalidInputError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+        request = self.provider.download_request(artifact)
+        path = os.fspath(to) if to is not None else None
+        async with self._slot():
+            response = await self._open().send(request, max_body=max_bytes, to=path)
+        if not 200 <= response.status < 300:
+            raise error_for_status(
+                response,
+                f"the download of {artifact.name!r} answered HTTP {response.status}: the file "
+                "may have expired; fetch the run's results again for a fresh link",
+            )
+        return pathlib.Path(path) if path is not None else response.body
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
+import pathlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -25,7 +27,7 @@ import cattrs
 
 from .client import DEFAULT, AsyncClient
 from .errors import UnsupportedOperation
-from .models import Execution, Outcome, Snapshot
+from .models import Artifact, Execution, Outcome, Snapshot
 from .policies import PollPolicy, RetryPolicy
 from .providers.base import Provider
 
@@ -202,6 +204,18 @@ class Client:
 
     def send_event(self, execution: Execution, event_type: str, payload: Any = None) -> None:
         self._call(self._async.send_event, execution, event_type, payload)
+
+    @overload
+    def download(self, artifact: Artifact, *, to: None = None, max_bytes: int = ...) -> bytes: ...
+
+    @overload
+    def download(
+        self, artifact: Artifact, *, to: str | os.PathLike[str], max_bytes: int = ...
+    ) -> pathlib.Path: ...
+
+    def download(self, artifact: Artifact, **options: Any) -> bytes | pathlib.Path:
+        """A result file's bytes, or with ``to=`` the path it was streamed to."""
+        return self._call(self._async.download, artifact, **options)
 
     def watch(self, execution: Execution, *, timeout: float | None = DEFAULT) -> Iterator[Snapshot]:
         """Each change of status or steps until the end, as a blocking iterator."""

@@ -41,7 +41,7 @@ from ..errors import (
     ServerError,
     UnsupportedOperation,
 )
-from ..models import Execution, Snapshot, Status
+from ..models import Artifact, Execution, Snapshot, Status
 from ..policies import PollPolicy, parse_retry_after
 
 logger = logging.getLogger("workflow_trigger")
@@ -85,6 +85,9 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     body: bytes | None = attrs.field(default=None, repr=False)
     retry_after_send: bool = False
+    #: seconds this request may take when it is longer than the client's per-request
+    #: timeout by design (Pinkfish's synchronous trigger holds the answer up to 60 s)
+    timeout: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -167,6 +170,12 @@ class Provider(Protocol):
 
     def control_request(self, execution: Execution, control: Control, data: Any) -> Request: ...
 
+    def download_request(self, artifact: Artifact) -> Request: ...
+
+    def rate_limit_hint(
+        self, response: Response, now: datetime
+    ) -> tuple[int | None, float | None]: ...
+
     def parse_control(self, execution: Execution, response: Response) -> None: ...
 
     def redact(self, url: str) -> str: ...
@@ -204,6 +213,13 @@ class ProviderBase:
 
     def parse_control(self, execution: Execution, response: Response) -> None:
         raise UnsupportedOperation(f"{type(self).__name__} has no control operations")
+
+    def download_request(self, artifact: Artifact) -> Request:
+        raise UnsupportedOperation(f"{type(self).__name__} runs produce no files to download")
+
+    def rate_limit_hint(self, response: Response, now: datetime) -> tuple[int | None, float | None]:
+        """``(requests left, seconds until the window resets)`` where the platform says."""
+        return None, None
 
 
 def path_segment(value: Any, what: str) -> str:

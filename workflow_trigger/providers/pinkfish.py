@@ -64,6 +64,10 @@ _STATUSES = {
 }
 
 
+#: how long Pinkfish holds a synchronous trigger before answering "timeout"
+_SYNC_HOLD = 60.0
+
+
 def _artifact(name: Any, info: Any) -> Artifact | None:
     if not isinstance(info, dict) or not isinstance(info.get("url"), str):
         return None
@@ -99,7 +103,7 @@ class Pinkfish(ProviderBase):
     """Pinkfish automations, started through their API (or webhook) trigger.
 
     ``wait="sync"`` asks Pinkfish to hold the trigger until the run ends (up to
-    60 s, so give the client a ``request_timeout`` above that); a run that takes
+    60 s; the trigger request is allowed that long whatever ``request_timeout``); a run that takes
     longer is polled as usual. ``trigger="webhook"`` puts the key in the path
     instead of the ``X-API-KEY`` header.
     """
@@ -186,7 +190,10 @@ class Pinkfish(ProviderBase):
         else:
             url = f"{self.base_url}/ext/webhook/{self._key_segment.reveal()}/triggers/{trigger}"
         body = json_body({} if payload is None else payload)
-        return self._request("trigger", "POST", url, headers, body)
+        request = self._request("trigger", "POST", url, headers, body)
+        if self.wait == "sync":  # Pinkfish holds the answer up to 60 s: allow for it
+            request = attrs.evolve(request, timeout=_SYNC_HOLD + 15.0)
+        return request
 
     def parse_trigger(
         self, workflow_id: str, response: Response, context: TriggerContext

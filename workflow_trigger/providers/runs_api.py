@@ -274,6 +274,9 @@ class RunsApi(ProviderBase):
 
     # -- controls ----------------------------------------------------------------
 
+    def rate_limit_hint(self, response: Response, now: datetime) -> tuple[int | None, float | None]:
+        return rate_limit_hint(response, now)
+
     def control_request(self, execution: Execution, control: Control, data: Any) -> Request:
         if control == "cancel":
             raise UnsupportedOperation(
