@@ -292,7 +292,9 @@ class RunsApi(ProviderBase):
         if not 200 <= response.status < 300:
             raise self._error(response, what)
         body = as_object(response.json(), "the Runs API's answer")
-        if body.get("success") is False or ("error" in body and "data" not in body):
+        if body.get("success") is False or (
+            isinstance(body.get("error"), dict) and "data" not in body
+        ):
             raise self._error(response, what)
         return as_object(body.get("data", body), "the Runs API's 'data'")
 
