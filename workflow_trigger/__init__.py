@@ -27,6 +27,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowTriggerError,
 )
+from .events import Event, OutcomeEvent, RequestEvent, RetryEvent
 from .models import Artifact, ErrorInfo, Execution, Outcome, Snapshot, Status, Step
 from .policies import PollPolicy, RetryPolicy
 from .providers import AwaitStep, AwaitStepFunction, Codika, Pinkfish, Provider, RunsApi
@@ -35,7 +36,6 @@ from .sync import BlockingIterator, Client
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT",
     "APIError",
     "Artifact",
     "AsyncClient",
@@ -46,19 +46,24 @@ __all__ = [
     "BlockingIterator",
     "Client",
     "Codika",
+    "DEFAULT",
     "ErrorInfo",
+    "Event",
     "Execution",
     "InvalidInputError",
     "NotFoundError",
     "Outcome",
-    "Pinkfish",
+    "OutcomeEvent",
     "PayloadTooLarge",
+    "Pinkfish",
     "PollPolicy",
     "PollTimeout",
     "ProtocolError",
     "Provider",
     "RateLimitError",
+    "RequestEvent",
     "ResultTypeError",
+    "RetryEvent",
     "RetryPolicy",
     "RunsApi",
     "ServerError",

@@ -17,19 +17,24 @@ When a retry is safe:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import ssl
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
+import attrs
 import yarl
 
-from .errors import ProtocolError, TransportError
+from .errors import InvalidInputError, ProtocolError, TransportError
+from .events import Event, RequestEvent, RetryEvent
 from .policies import RetryPolicy, parse_retry_after
-from .providers.base import Request, Response
+from .providers.base import Provider, Request, Response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -66,32 +71,43 @@ class _NotSent(Exception):
     """The connection failed before a byte of the request was written."""
 
 
+@attrs.frozen(kw_only=True)
+class TransportOptions:
+    """How a client's transport behaves; built once by the client."""
+
+    retry: RetryPolicy
+    timeout: aiohttp.ClientTimeout
+    max_body: int
+    ssl: ssl.SSLContext | bool = True
+    allow_insecure_http: bool = False
+
+
 class Transport:
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        provider: Provider,
+        options: TransportOptions,
         *,
-        retry: RetryPolicy,
         limiter: RateLimiter | None,
-        timeout: aiohttp.ClientTimeout,
-        max_body: int,
-        rng: random.Random,
-        redact: Callable[[str], str],
         connections: anyio.CapacityLimiter,
-        rate_limit_hint: Callable[[Response, datetime], tuple[int | None, float | None]],
+        rng: random.Random,
+        emit: Callable[[Event], None],
     ) -> None:
-        self.rate_limit_hint = rate_limit_hint
+        self.session = session
+        self.provider = provider
+        self.options = options
+        self.retry = options.retry
+        self.timeout = options.timeout
+        self.max_body = options.max_body
+        self.limiter = limiter
+        self.connections = connections
+        self.rng = rng
+        self.emit = emit
         #: loop time before which no request may start: the platform said its window is spent
         self.hold_until = 0.0
-        self.connections = connections
-        self.session = session
-        self.retry = retry
-        self.limiter = limiter
-        self.timeout = timeout
-        self.max_body = max_body
-        self.rng = rng
-        self.redact = redact
         self.requests_sent = 0
+        self._checked_hosts: set[str] = set()
 
     async def send(
         self, request: Request, *, max_body: int | None = None, to: str | None = None
@@ -127,6 +143,17 @@ class Transport:
                 return response
             delay = self.retry.delay(attempt, self.rng, retry_after)
             reason = str(failure) if failure else f"HTTP {response.status}"
+            self.emit(
+                RetryEvent(
+                    provider=self.provider.kind,
+                    kind=request.kind,
+                    method=request.method,
+                    url=request.redacted_url,
+                    attempt=attempt + 2,
+                    delay=delay,
+                    reason=reason,
+                )
+            )
             logger.warning(
                 "retrying %s %s in %.2fs (attempt %d of %d): %s",
                 request.method,
@@ -140,6 +167,7 @@ class Transport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(self, request: Request, max_body: int, to: str | None) -> Response:
+        self._check_scheme(request)
         if self.hold_until > anyio.current_time():
             await anyio.sleep_until(self.hold_until)
         if self.limiter is not None:
@@ -147,9 +175,63 @@ class Transport:
         async with self.connections:
             return await self._exchange(request, max_body, to)
 
+    def _check_scheme(self, request: Request) -> None:
+        """Refuse to send credentials in clear text beyond this machine."""
+        if self.options.allow_insecure_http or request.kind == "download":
+            return
+        if not request.url.startswith("http://"):
+            return
+        host = urlsplit(request.url).hostname or ""
+        if host in self._checked_hosts:
+            return
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InvalidInputError(
+                f"refusing to send credentials over plain http:// to {host!r}: use https://, "
+                "or pass allow_insecure_http=True to the client if this network is trusted"
+            )
+        self._checked_hosts.add(host)
+
     async def _exchange(self, request: Request, max_body: int, to: str | None) -> Response:
         self.requests_sent += 1
         started = time.perf_counter()
+        try:
+            return await self._exchange_once(request, max_body, to, started)
+        except (TransportError, _NotSent) as exc:
+            error = exc if isinstance(exc, TransportError) else self._error(request, exc.__cause__)
+            self._emit_request(request, None, started, str(error))
+            raise
+
+    def _emit_request(
+        self, request: Request, status: int | None, started: float, error: str | None = None
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %s in %.3fs",
+                request.method,
+                request.redacted_url,
+                status if status is not None else error,
+                elapsed,
+            )
+        self.emit(
+            RequestEvent(
+                provider=self.provider.kind,
+                kind=request.kind,
+                method=request.method,
+                url=request.redacted_url,
+                status=status,
+                elapsed=elapsed,
+                error=error,
+            )
+        )
+
+    async def _exchange_once(
+        self, request: Request, max_body: int, to: str | None, started: float
+    ) -> Response:
         try:
             async with self.session.request(
                 request.method,
@@ -158,6 +240,7 @@ class Transport:
                 data=request.body,
                 allow_redirects=False,
                 timeout=self._timeout_for(request),
+                ssl=self.options.ssl,
             ) as resp:
                 if to is not None and 200 <= resp.status < 300:
                     body = b""
@@ -173,16 +256,9 @@ class Transport:
             raise _NotSent() from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._error(request, exc) from exc
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s -> %d in %.3fs",
-                request.method,
-                request.redacted_url,
-                status,
-                time.perf_counter() - started,
-            )
+        self._emit_request(request, status, started)
         response = Response(status=status, headers=headers, body=body)
-        remaining, reset = self.rate_limit_hint(response, datetime.now(timezone.utc))
+        remaining, reset = self.provider.rate_limit_hint(response, datetime.now(timezone.utc))
         if remaining == 0 and reset:
             self.hold_until = max(self.hold_until, anyio.current_time() + reset)
         if 300 <= status < 400:

@@ -20,6 +20,7 @@ import logging
 import os
 import pathlib
 import random
+import ssl as ssl_
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime, timezone
@@ -31,8 +32,9 @@ import attrs
 import cattrs
 
 from ._results import make_converter, structure_result
-from ._transport import RateLimiter, Transport
+from ._transport import RateLimiter, Transport, TransportOptions
 from .errors import InvalidInputError, PollTimeout, TransportError, UnsupportedOperation
+from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
 from .policies import PollPolicy, RetryPolicy, parse_retry_after
 from .providers.base import (
@@ -99,6 +101,9 @@ class AsyncClient:
         max_body: int = 10 * MiB,
         converter: cattrs.Converter | None = None,
         seed: int | None = None,
+        ssl: ssl_.SSLContext | bool = True,
+        allow_insecure_http: bool = False,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise InvalidInputError(
@@ -122,9 +127,17 @@ class AsyncClient:
         self.rate_limit = rate_limit if rate_limit is not None else provider.default_rate_limit
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
+        if on_event is not None and not callable(on_event):
+            raise InvalidInputError("on_event must be a function taking one event, or None")
+        self._on_event = on_event
+        self._transport_options = TransportOptions(
+            retry=self.retry_policy,
+            timeout=aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout),
+            max_body=max_body,
+            ssl=ssl,
+            allow_insecure_http=allow_insecure_http,
+        )
         self._max_connections = max_connections
-        self._max_body = max_body
         self._converter = converter or make_converter()
         self._rng = random.Random(seed)
         self._transport: Transport | None = None
@@ -172,16 +185,22 @@ class AsyncClient:
             limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
             self._transport = Transport(
                 self._session,
-                retry=self.retry_policy,
+                self.provider,
+                self._transport_options,
                 limiter=limiter,
-                timeout=self._timeout,
-                max_body=self._max_body,
-                rng=self._rng,
-                redact=self.provider.redact,
                 connections=self._connections,
-                rate_limit_hint=self.provider.rate_limit_hint,
+                rng=self._rng,
+                emit=self._emit,
             )
         return self._transport
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # a metrics bug must never fail a run
+            logger.exception("the on_event hook raised; the event was %s", type(event).__name__)
 
     @property
     def requests_sent(self) -> int:
@@ -471,6 +490,14 @@ class AsyncClient:
             started_at=execution.triggered_at,
             finished_at=snapshot.observed_at,
             raw_status=snapshot.raw_status,
+        )
+        self._emit(
+            OutcomeEvent(
+                provider=self.provider.kind,
+                execution=execution,
+                status=snapshot.status,
+                polls=poller.polls,
+            )
         )
         logger.info(
             "execution %s of %s ended %s after %d polls",

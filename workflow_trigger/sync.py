@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import pathlib
+import ssl as ssl_
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -27,6 +28,7 @@ import cattrs
 
 from .client import DEFAULT, AsyncClient
 from .errors import UnsupportedOperation
+from .events import Event
 from .models import Artifact, Execution, Outcome, Snapshot
 from .policies import PollPolicy, RetryPolicy
 from .providers.base import Provider
@@ -72,6 +74,9 @@ class Client:
         max_body: int = 10 * 1024 * 1024,
         converter: cattrs.Converter | None = None,
         seed: int | None = None,
+        ssl: ssl_.SSLContext | bool = True,
+        allow_insecure_http: bool = False,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         _refuse_inside_event_loop()
         self._async = AsyncClient(
@@ -86,6 +91,9 @@ class Client:
             max_body=max_body,
             converter=converter,
             seed=seed,
+            ssl=ssl,
+            allow_insecure_http=allow_insecure_http,
+            on_event=on_event,
         )
         self._stack = contextlib.ExitStack()
         try:
