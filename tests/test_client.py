@@ -388,3 +388,13 @@ async def test_max_concurrency_bounds_executions_in_flight(
             tg.start_soon(client.run, "wf")
     assert emulator.triggers("wf") == 20
     assert emulator.max_in_flight <= 4
+
+
+async def test_on_snapshot_reports_each_change_during_wait(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.15, result=1))
+    seen: list[wt.Status] = []
+    outcome = await client.run("wf", on_snapshot=lambda snap: seen.append(snap.status))
+    assert seen == [wt.Status.PENDING, wt.Status.SUCCEEDED]
+    assert outcome.polls > len(seen)  # unchanged polls are not reported again

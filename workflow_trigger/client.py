@@ -31,9 +31,10 @@ import anyio
 import attrs
 import cattrs
 
+from ._polling import Poller
 from ._results import make_converter, structure_result
 from ._transport import RateLimiter, Transport, TransportOptions
-from .errors import InvalidInputError, PollTimeout, TransportError, UnsupportedOperation
+from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
 from .policies import PollPolicy, RetryPolicy, parse_retry_after
@@ -339,6 +340,7 @@ class AsyncClient:
         timeout: float | None = ...,
         result_type: None = None,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -349,6 +351,7 @@ class AsyncClient:
         timeout: float | None = ...,
         result_type: type[T],
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[T]: ...
 
     async def wait(
@@ -358,6 +361,7 @@ class AsyncClient:
         timeout: float | None = DEFAULT,
         result_type: type[Any] | None = None,
         cancel_remote_on_exit: bool = False,
+        on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
         """Poll ``execution`` until it ends; its ``Outcome``.
 
@@ -367,7 +371,9 @@ class AsyncClient:
         self._check_execution(execution)
         deadline = self._deadline(timeout)
         async with self._slot():
-            return await self._wait(execution, None, deadline, result_type, cancel_remote_on_exit)
+            return await self._wait(
+                execution, None, deadline, result_type, cancel_remote_on_exit, on_snapshot
+            )
 
     @overload
     async def run(
@@ -380,6 +386,7 @@ class AsyncClient:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -393,6 +400,7 @@ class AsyncClient:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[T]: ...
 
     async def run(
@@ -405,6 +413,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
+        on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
         deadline = self._deadline(timeout)
@@ -417,6 +426,7 @@ class AsyncClient:
                 idempotency_key=idempotency_key,
                 connection_id=connection_id,
                 cancel_remote_on_exit=cancel_remote_on_exit,
+                on_snapshot=on_snapshot,
             )
 
     async def _run(
@@ -430,6 +440,7 @@ class AsyncClient:
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
         on_trigger: Callable[[Execution], Awaitable[None]] | None = None,
+        on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
         """trigger + wait under one deadline, without taking a slot (the caller holds one)."""
         with anyio.CancelScope(deadline=deadline) as scope:
@@ -443,7 +454,9 @@ class AsyncClient:
             )
         if on_trigger is not None:
             await on_trigger(execution)
-        return await self._wait(execution, first, deadline, result_type, cancel_remote_on_exit)
+        return await self._wait(
+            execution, first, deadline, result_type, cancel_remote_on_exit, on_snapshot
+        )
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is DEFAULT:
@@ -458,8 +471,9 @@ class AsyncClient:
         deadline: float,
         result_type: type[Any] | None,
         cancel_remote_on_exit: bool,
+        on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
-        poller = _Poller(self, execution, first)
+        poller = Poller(self, execution, first, on_snapshot)
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
                 while not poller.done:
@@ -531,18 +545,16 @@ class AsyncClient:
         """Each change of status or steps, until the execution ends (the last is terminal)."""
         self._check_execution(execution)
         deadline = self._deadline(timeout)
-        poller = _Poller(self, execution, None)
-        seen: tuple[Status, tuple[Any, ...]] | None = None
+        changes: list[Snapshot] = []
+        poller = Poller(self, execution, None, changes.append)
         while not poller.done:
             with anyio.CancelScope(deadline=deadline) as scope:
                 async with self._slot():
-                    snapshot = await poller.next()
+                    await poller.next()
             if scope.cancelled_caught:
                 raise poller.timeout_error()
-            key = (snapshot.status, snapshot.steps)
-            if key != seen:
-                seen = key
-                yield snapshot
+            while changes:
+                yield changes.pop(0)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -583,43 +595,4 @@ class AsyncClient:
             key=key,
             fail_fast=fail_fast,
             journal=journal,
-        )
-
-
-class _Poller:
-    """Polls one execution on the policy's schedule; the loop shared by wait and watch."""
-
-    __slots__ = ("client", "execution", "last", "polls")
-
-    def __init__(self, client: AsyncClient, execution: Execution, first: Snapshot | None) -> None:
-        self.client = client
-        self.execution = execution
-        self.last = first
-        self.polls = 0
-
-    @property
-    def done(self) -> bool:
-        return self.last is not None and self.last.status.is_terminal
-
-    async def next(self) -> Snapshot:
-        hint = self.last.retry_after if self.last is not None else None
-        delay = (
-            hint
-            if hint is not None
-            else self.client.poll_policy.delay(self.polls, self.client._rng)
-        )
-        await anyio.sleep(delay)
-        self.last = await self.client._status(self.execution)
-        self.polls += 1
-        return self.last
-
-    def timeout_error(self) -> PollTimeout:
-        ex = self.execution
-        seen = f"; last status {self.last.raw_status!r}" if self.last else ""
-        return PollTimeout(
-            f"gave up waiting for execution {ex.execution_id} of {ex.workflow_id!r} after "
-            f"{self.polls} polls{seen}. The run may still be going on: wait on the same "
-            "Execution again (or Execution.from_token(token)) with a longer timeout",
-            execution=ex,
-            snapshot=self.last,
         )

@@ -157,6 +157,7 @@ class Client:
         timeout: float | None = ...,
         result_type: None = None,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -167,6 +168,7 @@ class Client:
         timeout: float | None = ...,
         result_type: type[T],
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[T]: ...
 
     def wait(self, execution: Execution, **options: Any) -> Outcome[Any]:
@@ -183,6 +185,7 @@ class Client:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -196,6 +199,7 @@ class Client:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
+        on_snapshot: Callable[[Snapshot], object] | None = ...,
     ) -> Outcome[T]: ...
 
     def run(self, workflow_id: str, payload: Any = None, **options: Any) -> Outcome[Any]:
