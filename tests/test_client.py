@@ -398,3 +398,24 @@ async def test_on_snapshot_reports_each_change_during_wait(
     outcome = await client.run("wf", on_snapshot=lambda snap: seen.append(snap.status))
     assert seen == [wt.Status.PENDING, wt.Status.SUCCEEDED]
     assert outcome.polls > len(seen)  # unchanged polls are not reported again
+
+
+async def test_errors_leave_the_client_block_unwrapped(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    with pytest.raises(wt.AuthenticationError):
+        async with make_client(codika_for(emulator, api_key="ck_wrong")) as client:
+            await client.trigger("wf")
+    with pytest.raises(KeyError):
+        async with make_client():
+            raise KeyError("user code")
+
+
+async def test_cancelling_a_task_inside_the_client_block_propagates(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    with anyio.move_on_after(0.2) as scope:
+        async with make_client() as client:
+            await client.run("slow", timeout=None)
+    assert scope.cancelled_caught

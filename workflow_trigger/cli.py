@@ -1,116 +1,145 @@
-"""The ``workflow-trigger`` command.
+"""The ``workflow-trigger`` command (install the ``cli`` extra for its progress display).
 
-``workflow-trigger demo`` starts the built-in emulator in this process, runs a
-batch through ``AsyncClient.run_many`` with a live progress bar, and prints a
-summary: no network, no keys.
+    workflow-trigger demo                               a batch against the built-in emulator
+    workflow-trigger run PLATFORM WORKFLOW --payload '{"text": "hi"}'
+    workflow-trigger batch PLATFORM WORKFLOW --input in.jsonl --output out.jsonl
+    workflow-trigger status|wait|cancel TOKEN
+    workflow-trigger emulator --port 8080
+
+Results go to standard output as JSON; progress and messages to standard
+error. Exit codes: 0 success, 1 the workflow failed (or some batch items
+did), 2 bad usage or input, 3 an error talking to the platform, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
-from . import AsyncClient, Codika, PollPolicy, RetryPolicy
-from .testing import Emulator, Fault, Scenario
+from ._cli_platforms import ENVIRONMENT_HELP, PLATFORMS
+from .errors import InvalidInputError, WorkflowTriggerError
 
 __all__ = ["main"]
 
-_DEMO_EPILOG = """\
-example:
-  workflow-trigger demo --count 200 --concurrency 50
-"""
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_EXAMPLES = {
+    "demo": "example:\n  workflow-trigger demo --count 200 --concurrency 50\n",
+    "run": (
+        "example:\n  export CODIKA_API_KEY=ck_... CODIKA_PROCESS_INSTANCE_ID=pi_123\n"
+        '  workflow-trigger run codika main-workflow --payload \'{"text": "hi"}\'\n'
+    ),
+    "batch": (
+        "example:\n  workflow-trigger batch codika main-workflow --input payloads.jsonl "
+        "--output outcomes.jsonl \\\n    --concurrency 50 --journal batch.sqlite --key id\n"
+        "  (Ctrl-C stops cleanly; the same command resumes from the journal)\n"
+    ),
+    "status": "example:\n  workflow-trigger status wt1.eyJwIjoi...\n",
+    "wait": "example:\n  workflow-trigger wait wt1.eyJwIjoi... --timeout 600\n",
+    "cancel": "example:\n  workflow-trigger cancel wt1.eyJwIjoi...\n",
+    "emulator": "example:\n  workflow-trigger emulator --port 8080\n",
+}
 
 
-async def _demo(count: int, concurrency: int, seed: int) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-    from rich.table import Table
-
-    console = Console()
-    async with Emulator(seed=seed) as emulator:
-        emulator.scenario(
-            "enrich-lead",
-            Scenario(duration=(0.3, 1.5), result=lambda p: {"lead": p["lead"], "score": 0.9}),
-        )
-        # A little turbulence, as on a real platform: the client retries through it.
-        emulator.add_fault(Fault.server_error(count=5, status=503, on="poll"))
-        emulator.add_fault(Fault.rate_limited(count=3, retry_after=0.2, on="poll"))
-        emulator.add_fault(Fault.drop(count=2, on="poll"))
-        provider = Codika(
-            emulator.codika_instance_id, api_key=emulator.codika_api_key, base_url=emulator.base_url
-        )
-        console.print(
-            f"Emulator on [bold]{emulator.base_url}[/]: running {count} executions of "
-            f"'enrich-lead', {concurrency} at a time"
-        )
-        statuses: Counter[str] = Counter()
-        started = time.perf_counter()
-        policy = PollPolicy(interval=0.25, jitter=0.2, timeout=30)
-        retry = RetryPolicy(attempts=4, backoff=0.05)
-        async with AsyncClient(provider, poll=policy, retry=retry, seed=seed) as client:
-            payloads = ({"lead": f"lead-{i}"} for i in range(count))
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
-                task = progress.add_task("executions", total=count)
-                async for outcome in client.run_many(
-                    "enrich-lead", payloads, concurrency=concurrency
-                ):
-                    label = outcome.status.value if outcome.status else "error"
-                    if outcome.exception is not None:
-                        label = type(outcome.exception).__name__
-                    statuses[label] += 1
-                    progress.advance(task)
-            wall = time.perf_counter() - started
-            sent = client.requests_sent
-        table = Table(title="Summary")
-        table.add_column("what")
-        table.add_column("value", justify="right")
-        table.add_row("succeeded", str(statuses.pop("succeeded", 0)))
-        table.add_row("failed", str(sum(statuses.values())))
-        for label, n in sorted(statuses.items()):
-            table.add_row(f"  {label}", str(n))
-        table.add_row("requests made", str(sent))
-        table.add_row("requests per execution", f"{sent / max(count, 1):.2f}")
-        table.add_row("faults survived", str(10 - emulator.faults_remaining))
-        table.add_row("wall time", f"{wall:.2f} s")
-        console.print(table)
-        return 0 if not statuses else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workflow-trigger",
         description="Trigger remote workflows and wait for their results.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="run a batch against the built-in emulator (no network, no keys)",
-        epilog=_DEMO_EPILOG,
+        epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--count", type=int, default=200, help="executions to run (default 200)")
-    demo.add_argument("--concurrency", type=int, default=50, help="in flight at once (default 50)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=_EXAMPLES[name] + "\n" + ENVIRONMENT_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def connection(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--api-key-file", metavar="F", help="read the platform's key from F")
+        sub.add_argument("--base-url", metavar="URL", help="the platform's root URL")
+        sub.add_argument("--interval", type=float, metavar="S", help="poll interval in seconds")
+
+    demo = command("demo", "run a batch against the built-in emulator (no network, no keys)")
+    demo.add_argument("--count", type=int, default=200, help="executions (default 200)")
+    demo.add_argument("--concurrency", type=int, default=50, help="in flight (default 50)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the emulator's randomness")
-    args: Any = parser.parse_args(argv)
+
+    run = command("run", "trigger one run, show its progress, print its result as JSON")
+    run.add_argument("platform", choices=list(PLATFORMS))
+    run.add_argument("workflow", help="workflow (or trigger) id")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--payload", metavar="JSON", help="the payload, as JSON")
+    source.add_argument("--payload-file", metavar="F", help="read the JSON payload from F")
+    run.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    connection(run)
+
+    batch = command("batch", "run a workflow once per line of a JSONL file")
+    batch.add_argument("platform", choices=list(PLATFORMS))
+    batch.add_argument("workflow", help="workflow (or trigger) id")
+    batch.add_argument("--input", required=True, metavar="F", help="payloads, one JSON per line")
+    batch.add_argument("--output", required=True, metavar="F", help="outcomes, one per line")
+    batch.add_argument("--concurrency", type=int, default=50, help="in flight (default 50)")
+    batch.add_argument("--journal", metavar="F", help="SQLite journal: a re-run resumes")
+    batch.add_argument("--key", metavar="FIELD", help="payload field naming each item")
+    batch.add_argument("--timeout", type=float, metavar="S", help="each item's deadline")
+    connection(batch)
+
+    for name, text in (
+        ("status", "poll a run once, by its token"),
+        ("wait", "wait for a run to end, by its token"),
+        ("cancel", "cancel a run on the platform, by its token"),
+    ):
+        sub = command(name, text)
+        sub.add_argument("token", help="the token that run or batch printed")
+        if name == "wait":
+            sub.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+        connection(sub)
+
+    emulator = command("emulator", "serve the emulator of all platforms for your own code")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8080)
+    emulator.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = _parser().parse_args(argv)
+    from . import _cli_commands as commands
+
     try:
-        if args.command == "demo":
-            return anyio.run(_demo, args.count, args.concurrency, args.seed)
+        if args.command == "emulator":
+            from .testing.__main__ import main as serve_emulator
+
+            serve_emulator(
+                ["--host", args.host, "--port", str(args.port), "--seed", str(args.seed)]
+            )
+            return EXIT_OK
+        handler = getattr(commands, args.command)
+        code: int = anyio.run(handler, args)
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 2  # pragma: no cover - argparse refuses unknown commands
+        return EXIT_INTERRUPTED
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorkflowTriggerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, default=str)
 
 
 if __name__ == "__main__":  # pragma: no cover

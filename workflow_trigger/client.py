@@ -162,7 +162,10 @@ class AsyncClient:
         try:
             if self._task_group is not None:
                 self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(*exc_info)
+                # The group holds only batch drivers, which never raise; not showing it
+                # the body's exception keeps that exception as it is, instead of
+                # wrapped in an ExceptionGroup the caller would have to unpack.
+                await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None
             await self.aclose()
