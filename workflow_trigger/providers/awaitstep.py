@@ -136,15 +136,7 @@ class AwaitStep(ProviderBase):
         if body is not None:
             raw = json_body(body)
             headers["Content-Type"] = "application/json"
-        return Request(
-            kind=kind,
-            method=method,
-            url=url,
-            redacted_url=self.redact(url),
-            headers=headers,
-            body=raw,
-            retry_after_send=method == "GET",
-        )
+        return self.request(kind, method, url, headers, raw)
 
     def _trigger_body(self, connection_id: str, params: Any) -> dict[str, Any]:
         json_body(params, "params", limit=PARAMS_LIMIT)  # refuse before anything is sent

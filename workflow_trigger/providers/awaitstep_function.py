@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .._secrets import Secret, redact_url
+from .._secrets import Secret
 from ..errors import (
     InvalidInputError,
     ProtocolError,
@@ -89,14 +89,9 @@ class AwaitStepFunction(ProviderBase):
             )
         headers = {"Content-Type": "application/json"}
         headers.update((name, secret.reveal()) for name, secret in self._headers.items())
-        return Request(
-            kind="trigger",
-            method="POST",
-            url=self.url,
-            redacted_url=redact_url(self.url, self._secrets()),
-            headers=headers,
-            body=json_body({} if payload is None else payload),
-            retry_after_send=False,  # no run record: a resend is a second invocation
+        # no run record: a resend would be a second invocation (POSTs are never resent)
+        return self.request(
+            "trigger", "POST", self.url, headers, json_body({} if payload is None else payload)
         )
 
     def parse_trigger(

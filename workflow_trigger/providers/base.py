@@ -197,6 +197,28 @@ class ProviderBase:
     def redact(self, url: str) -> str:
         return redact_url(url, self._secrets(), self.secret_query_keys)
 
+    def request(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        retry_after_send: bool | None = None,
+    ) -> Request:
+        """A ``Request`` with its URL redacted for display; only GETs may be resent after
+        they may have reached the server, unless ``retry_after_send`` says otherwise."""
+        return Request(
+            kind=kind,
+            method=method,
+            url=url,
+            redacted_url=self.redact(url),
+            headers=headers,
+            body=body,
+            retry_after_send=method == "GET" if retry_after_send is None else retry_after_send,
+        )
+
     def result_request(self, execution: Execution, snapshot: Snapshot) -> Request | None:
         return None
 

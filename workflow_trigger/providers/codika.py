@@ -161,15 +161,7 @@ class Codika(ProviderBase):
             headers["X-Process-Manager-Key"] = self._org_key.reveal()
         elif self._api_key is not None:
             headers["X-API-Key"] = self._api_key.reveal()
-        return Request(
-            kind=kind,
-            method=method,
-            url=url,
-            redacted_url=self.redact(url),
-            headers=headers,
-            body=body,
-            retry_after_send=method == "GET",
-        )
+        return self.request(kind, method, url, headers, body)
 
     # -- trigger -----------------------------------------------------------------
 

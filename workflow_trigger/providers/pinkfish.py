@@ -146,15 +146,7 @@ class Pinkfish(ProviderBase):
     def _request(
         self, kind: RequestKind, method: str, url: str, headers: dict[str, str], body: Any = None
     ) -> Request:
-        return Request(
-            kind=kind,
-            method=method,
-            url=url,
-            redacted_url=self.redact(url),
-            headers=headers,
-            body=body,
-            retry_after_send=method == "GET",
-        )
+        return self.request(kind, method, url, headers, body)
 
     def _run_url(self, execution: Execution, leaf: str) -> str:
         automation = execution.extras.get("automation_id")

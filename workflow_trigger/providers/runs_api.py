@@ -167,15 +167,7 @@ class RunsApi(ProviderBase):
         headers = {"x-api-key": self._api_key.reveal()}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        return Request(
-            kind=kind,
-            method=method,
-            url=url,
-            redacted_url=self.redact(url),
-            headers=headers,
-            body=body,
-            retry_after_send=retry,
-        )
+        return self.request(kind, method, url, headers, body, retry_after_send=retry)
 
     # -- trigger -----------------------------------------------------------------
 
