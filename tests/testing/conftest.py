@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's own tests: a raw HTTP helper for the Codika routes.
+"""Fixtures for the emulator's own tests: raw HTTP helpers for the platforms' routes.
 
 These tests talk to the emulator with a bare aiohttp ``ClientSession``, never
 with the SDK's client, so the emulator is checked against the documents alone.
@@ -6,8 +6,9 @@ with the SDK's client, so the emulator is checked against the documents alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,16 @@ from multidict import CIMultiDictProxy
 from workflow_trigger.testing import Emulator
 from workflow_trigger.testing.fixtures import emulator
 
-__all__ = ["Answer", "CodikaHTTP", "anyio_backend", "codika", "emulator"]
+__all__ = [
+    "HTTP",
+    "Answer",
+    "CodikaHTTP",
+    "anyio_backend",
+    "codika",
+    "emulator",
+    "http",
+    "make_http",
+]
 
 _UNSET: Any = object()
 
@@ -109,3 +119,63 @@ class CodikaHTTP:
 async def codika(emulator: Emulator) -> AsyncIterator[CodikaHTTP]:
     async with aiohttp.ClientSession() as session:
         yield CodikaHTTP(session, emulator)
+
+
+class HTTP:
+    """Sends raw requests to an emulator; ``body`` goes as JSON, ``data`` as raw bytes."""
+
+    def __init__(self, session: aiohttp.ClientSession, emu: Emulator) -> None:
+        self.session = session
+        self.emu = emu
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = _UNSET,
+        *,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """``path`` is relative to the base URL, or a full URL (a result file's, say)."""
+        sent = dict(headers or {})
+        if body is not _UNSET:
+            data = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        url = path if path.startswith("http") else self.emu.base_url + path
+        async with self.session.request(method, url, data=data, headers=sent) as response:
+            return Answer(response.status, response.headers, await response.read())
+
+    async def get(self, path: str, *, headers: Mapping[str, str] | None = None) -> Answer:
+        return await self.request("GET", path, headers=headers)
+
+    async def post(
+        self,
+        path: str,
+        body: Any = _UNSET,
+        *,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        return await self.request("POST", path, body, data=data, headers=headers)
+
+
+@pytest.fixture
+async def http(emulator: Emulator) -> AsyncIterator[HTTP]:
+    async with aiohttp.ClientSession() as session:
+        yield HTTP(session, emulator)
+
+
+@pytest.fixture
+async def make_http(
+    anyio_backend: object,
+) -> AsyncIterator[Callable[..., Awaitable[HTTP]]]:
+    """``await make_http(**emulator_kwargs)``: an HTTP helper on a new emulator, closed after."""
+    del anyio_backend
+    async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
+
+        async def make(**kwargs: Any) -> HTTP:
+            emu = await stack.enter_async_context(Emulator(**kwargs))
+            return HTTP(session, emu)
+
+        yield make

@@ -271,13 +271,16 @@ async def test_standalone_process_prints_its_url() -> None:
         try:
             assert process.stdout is not None
             with anyio.fail_after(10):
-                line = b""
+                output = b""
                 async for chunk in process.stdout:
-                    line += chunk
-                    if b"\n" in line:
+                    output += chunk
+                    if b"/results)" in output:  # the end of the banner
                         break
-            base_url = line.decode().strip()
+            base_url, *banner = output.decode().splitlines()
             assert base_url.startswith("http://127.0.0.1:")
+            for platform in ("Codika:", "Runs API:", "AwaitStep:", "Pinkfish:"):
+                assert any(line.startswith(platform) for line in banner)
+            assert sum(line.strip().startswith("curl ") for line in banner) == 4
             async with aiohttp.ClientSession() as session:
                 url = f"{base_url}/webhook/pi_test/main-workflow"
                 async with session.post(url, headers={"X-API-Key": "ck_test_key"}) as response:

@@ -1,7 +1,8 @@
 """Run the emulator standalone: ``python -m workflow_trigger.testing [--host H] [--port P]``.
 
-Prints the base URL on its first line of output (useful with ``--port 0``) and
-serves until interrupted.
+Prints the base URL on its first line of output (useful with ``--port 0``),
+then, for every platform, the keys and ids it accepts and a ready-to-run curl
+line, and serves until interrupted. Any workflow id works (no scenario needed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ._emulator import Emulator, serve
 
 def _ready(emulator: Emulator) -> None:
     print(emulator.base_url, flush=True)
+    print(emulator.describe(), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,7 +56,7 @@ class RunClock:
 
     @property
     def last_change(self) -> float:
-        """The monotonic time of the last pause, resume, stop or lifted gate."""
+        """The monotonic time of the last pause, resume, advance or lifted gate."""
         return self._segments[-1].since
 
     def _next(self, *, going: bool, limit: float | None) -> None:
@@ -70,6 +70,17 @@ class RunClock:
     def resume(self) -> None:
         if not self.going:
             self._next(going=True, limit=self._segments[-1].limit)
+
+    def advance(self, seconds: float) -> None:
+        """Move the run time forward by ``seconds`` at once (never past a gate)."""
+        if seconds < 0:
+            raise ValueError("a run clock only moves forward")
+        at = time.monotonic()
+        last = self._segments[-1]
+        base = self._value(last, at) + seconds
+        if last.limit is not None:
+            base = min(base, last.limit)
+        self._segments.append(_Segment(at, base, last.going, last.limit))
 
     def lift(self) -> None:
         """Remove the gate: the run time continues from the gate, not from the real time."""

@@ -35,7 +35,7 @@ import attrs
 from aiohttp import web
 
 from ._core import EmulatorCore
-from ._model import Execution
+from ._execution import Execution
 from ._webhooks import SIGNATURE_HEADERS, WebhookSignatureError, verify_webhook
 
 __all__ = ["CodikaConfig", "CodikaRoutes", "codika_error"]
@@ -182,18 +182,22 @@ def _payload(body: bytes) -> Any:
 
 
 def _execution_body(execution: Execution) -> dict[str, Any]:
+    status = execution.status
     body: dict[str, Any] = {
         "executionId": execution.id,
-        "status": execution.status,
+        # Codika has no timeout or terminated status: such runs failed.
+        "status": "failed" if status in ("timeout", "terminated") else status,
         "createdAt": _iso(execution),
     }
     if execution.finished:
         body["duration"] = round(execution.duration * 1000)
-        if execution.status == "success":
+        if status == "success":
             body["resultData"] = execution.result
         else:
-            body["errorDetails"] = dict(execution.scenario.error or _DEFAULT_ERROR)
+            default = _TIMEOUT_ERROR if status == "timeout" else _DEFAULT_ERROR
+            body["errorDetails"] = dict(execution.scenario.error or default)
     return body
 
 
 _DEFAULT_ERROR = {"message": "Workflow execution failed", "type": "node_failure"}
+_TIMEOUT_ERROR = {"message": "Workflow execution timed out", "type": "timeout"}

@@ -10,8 +10,13 @@ format:
    middleware has already logged it) and bumps the counters;
 2. ``await core.apply_fault(request, render_error)`` consumes a matching
    :class:`Fault` and returns the response to send, if any;
-3. it authenticates, then ``core.start_execution(...)`` or, for a status
-   request, ``core.find_execution(...)`` and ``core.observe(execution)``.
+3. it authenticates, then ``core.start_execution(...)`` (or, for a trigger
+   that an idempotency key maps to an existing run, ``core.replay(execution)``)
+   or, for a status request, ``core.find_execution(...)`` and
+   ``core.observe(execution)`` when the answer shows the run's status.
+
+Operations other than triggers and polls (results, run control, downloads)
+call ``begin`` with their own operation so faults and counters see them.
 
 Everything runs on the server's event loop, so the state needs no locks. The
 counters and waits come from :class:`~._counters.Counters`.
@@ -33,8 +38,9 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._counters import Counters
+from ._execution import Execution
 from ._faults import ErrorRenderer, FaultQueue, fault_response
-from ._model import Execution, Fault, Operation, RequestRecord, Scenario
+from ._model import Fault, Operation, RequestRecord, Scenario
 
 __all__ = ["EmulatorCore", "ErrorRenderer", "RouteSet"]
 
@@ -164,14 +170,27 @@ class EmulatorCore(Counters):
         return str(uuid.UUID(int=value | (rand & ((1 << 62) - 1))))
 
     def start_execution(
-        self, platform: str, workflow_id: str, payload: Any, scenario: Scenario
+        self,
+        platform: str,
+        workflow_id: str,
+        payload: Any,
+        scenario: Scenario,
+        *,
+        execution_id: str | None = None,
     ) -> Execution:
-        """Start a run of ``workflow_id`` for the current request and count it."""
+        """Start a run of ``workflow_id`` for the current request and count it.
+
+        ``execution_id`` is the platform's run id (default: :meth:`new_id`).
+        """
         duration = scenario.duration
         if isinstance(duration, tuple):
             duration = self.random.uniform(*duration)
+        if execution_id is None:
+            execution_id = self.new_id()
+        if execution_id in self._by_id:
+            raise ValueError(f"duplicate execution id {execution_id!r}")
         execution = Execution(
-            id=self.new_id(),
+            id=execution_id,
             platform=platform,
             workflow_id=workflow_id,
             payload=payload,
@@ -188,8 +207,16 @@ class EmulatorCore(Counters):
         self._count_start(execution)
         return execution
 
-    def find_execution(self, execution_id: str) -> Execution | None:
-        return self._by_id.get(execution_id)
+    def replay(self, execution: Execution) -> None:
+        """Note that the current trigger returned ``execution`` instead of starting a run."""
+        self._count_replay(_current.get(), execution)
+
+    def find_execution(self, execution_id: str, platform: str | None = None) -> Execution | None:
+        """The execution with that id (started on ``platform``, if given), else ``None``."""
+        found = self._by_id.get(execution_id)
+        if found is None or (platform is not None and found.platform != platform):
+            return None
+        return found
 
     def observe(self, execution: Execution) -> None:
         """Note that a status response is about to show ``execution``'s current status.

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import anyio
 
-from ._model import Execution, RequestRecord
+from ._execution import Execution
+from ._model import RequestRecord
 
 __all__ = ["Counters"]
 
@@ -28,6 +29,7 @@ class Counters:
     requests: int
     trigger_requests: int
     poll_requests: int
+    idempotent_replays: int
     request_log: list[RequestRecord]
     max_in_flight: int
 
@@ -44,7 +46,9 @@ class Counters:
         self.requests = 0
         self.trigger_requests = 0
         self.poll_requests = 0
+        self.idempotent_replays = 0
         self.request_log = []
+        self._operations: Counter[str] = Counter()
         self._triggers: Counter[str] = Counter()
         self._polls: Counter[str] = Counter()
         self.max_in_flight = self.in_flight
@@ -57,6 +61,11 @@ class Counters:
     def polls(self, execution_id: str) -> int:
         """Status requests received for ``execution_id``, whatever their answer."""
         return self._polls[execution_id]
+
+    def operation_requests(self, operation: str) -> int:
+        """Requests received for one operation: ``"trigger"``, ``"poll"``, ``"result"``,
+        ``"control"`` or ``"download"``, whatever their answer."""
+        return self._operations[operation]
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` is true, re-checking whenever a counter moves.
@@ -88,6 +97,8 @@ class Counters:
         self._notify()
 
     def _count_operation(self, record: RequestRecord) -> None:
+        if record.operation is not None:
+            self._operations[record.operation] += 1
         if record.operation == "trigger":
             self.trigger_requests += 1
         elif record.operation == "poll":
@@ -102,7 +113,13 @@ class Counters:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._notify()
 
+    def _count_replay(self, record: RequestRecord, execution: Execution) -> None:
+        record.replayed = execution
+        self.idempotent_replays += 1
+        self._notify()
+
     def _count_observed(self, execution: Execution) -> None:
         if execution.finished and not execution.observed_finished:
             execution.observed_finished = True
             self.in_flight -= 1
+            self._notify()

@@ -7,27 +7,47 @@ did, for tests to assert on.
 
 The run state machine is driven by time alone, so no background task is
 needed: an execution is *registering* for ``register_delay`` seconds after its
-trigger (status requests answer 404), *pending* until ``duration`` seconds have
-passed, then *finished* with the scenario's ``status``.
+trigger (status requests answer 404), *pending* (queued) for ``queued`` seconds
+of run time, *running* until ``duration`` seconds of run time have passed, then
+*finished* with the scenario's ``status``. Run time (:class:`~._clock.RunClock`)
+stands still while a run is paused or waits for an event; a terminated run
+stops for good. :attr:`Execution.state` is the neutral state each platform maps
+to its own words.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from multidict import CIMultiDictProxy
 
-__all__ = ["OUTCOMES", "Execution", "Fault", "FaultKind", "Operation", "RequestRecord", "Scenario"]
+if TYPE_CHECKING:
+    from ._execution import Execution
+
+__all__ = [
+    "OPERATIONS",
+    "OUTCOMES",
+    "Fault",
+    "FaultKind",
+    "Operation",
+    "RequestRecord",
+    "Scenario",
+]
 
 #: How a run may end, in the emulator's neutral vocabulary. Each platform's
-#: routes map these to its own words (Codika uses them as they are).
-OUTCOMES = ("success", "failed", "error")
+#: routes map these to its own words: Codika uses them as they are, except
+#: ``"timeout"`` (a run that exceeded its time limit: Pinkfish's TIMEOUT),
+#: which Codika reports as ``"failed"``.
+OUTCOMES = ("success", "failed", "error", "timeout")
 
-Operation = Literal["trigger", "poll", "any"]
+#: What a request does. ``result`` fetches a finished run's results (Pinkfish),
+#: ``control`` pauses, resumes or terminates a run (AwaitStep), ``download``
+#: fetches a result file; none of them is a trigger or a poll.
+Operation = Literal["trigger", "poll", "result", "control", "download", "any"]
+OPERATIONS: tuple[Operation, ...] = ("trigger", "poll", "result", "control", "download", "any")
 FaultKind = Literal["server_error", "rate_limited", "malformed", "slow", "drop"]
 
 
@@ -40,6 +60,19 @@ def _check_duration(_: object, attribute: attrs.Attribute[Any], value: object) -
         raise ValueError(f"{attribute.name} must be a number >= 0 or a (low, high) tuple")
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("expected a sequence of names, not a single string")
+    return tuple(str(name) for name in value)
+
+
+def _files(value: Mapping[str, bytes | str]) -> Mapping[str, bytes]:
+    return {
+        name: data.encode() if isinstance(data, str) else bytes(data)
+        for name, data in value.items()
+    }
+
+
 @attrs.frozen
 class Scenario:
     """How one workflow behaves when triggered.
@@ -50,8 +83,22 @@ class Scenario:
     the trigger payload and returns it. ``error`` is the platform's error object
     for failed runs. For ``register_delay`` seconds after the trigger the status
     endpoint answers 404, as the real service does while a run registers.
-    ``id_field`` names the key carrying the run id in the trigger response
-    (``None``: the response has no id at all, to test protocol errors).
+    ``id_field`` names the key carrying the run id in the Codika trigger
+    response (``None``: the response has no id at all, to test protocol errors).
+
+    The other fields matter to the platforms that report them:
+
+    * ``steps``: step ids (Runs API ``steps[].id``, Pinkfish step names); step
+      *k* of *n* completes at *k/n* of the duration, and a failed run fails on
+      its last step. Pinkfish reports one ``"Step 1"`` when this is empty.
+    * ``queued``: seconds of run time the run stays pending / queued / PENDING
+      before running (within ``duration``); ``None``: a tenth of the duration.
+    * ``wait_for_event``: an event type (AwaitStep): the run stops at half its
+      duration, ``waiting``, until an event of that type is delivered.
+    * ``required_inputs``: input fields the workflow's schema requires (Runs API
+      answers ``VALIDATION_ERROR`` when one is missing).
+    * ``files`` and ``designated``: result files of the last step (name ->
+      bytes or text) and the name of the designated output (Pinkfish).
     """
 
     duration: float | tuple[float, float] = attrs.field(default=0.0, validator=_check_duration)
@@ -60,6 +107,14 @@ class Scenario:
     error: Mapping[str, Any] | None = None
     register_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     id_field: str | None = "executionId"
+    steps: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    queued: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    wait_for_event: str | None = None
+    required_inputs: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    files: Mapping[str, bytes] = attrs.field(factory=dict, converter=_files)
+    designated: str | None = None
 
     def resolve_result(self, payload: Any) -> Any:
         """The result data for a run started with ``payload``."""
@@ -70,18 +125,19 @@ class Scenario:
 class Fault:
     """A misbehaviour for the next ``count`` matching requests.
 
-    ``on`` restricts it to triggers, polls or either; ``workflow`` to one
-    workflow id; ``platform`` to one platform's routes (``None``: all). Faults
-    are consumed first-added first; one request takes at most one fault. They
-    apply before authentication, like a proxy or load balancer in front of the
-    service would. Build them with the class methods.
+    ``on`` restricts it to one operation (``"trigger"``, ``"poll"``,
+    ``"result"``, ``"control"``, ``"download"``) or any; ``workflow`` to one
+    workflow id; ``platform`` to one platform's routes (``"codika"``,
+    ``"runs_api"``, ``"awaitstep"``, ``"pinkfish"``; ``None``: all). Faults are
+    consumed first-added first; one request takes at most one fault. They apply
+    before authentication, like a proxy or load balancer in front of the
+    service would, and error bodies are the platform's own. Build them with the
+    class methods.
     """
 
     kind: FaultKind
     count: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    on: Operation = attrs.field(
-        default="any", validator=attrs.validators.in_(("trigger", "poll", "any"))
-    )
+    on: Operation = attrs.field(default="any", validator=attrs.validators.in_(OPERATIONS))
     workflow: str | None = None
     platform: str | None = None
     status: int = 500
@@ -91,12 +147,18 @@ class Fault:
 
     @classmethod
     def server_error(
-        cls, count: int = 1, status: int = 500, on: Operation = "any", workflow: str | None = None
+        cls,
+        count: int = 1,
+        status: int = 500,
+        on: Operation = "any",
+        workflow: str | None = None,
+        *,
+        platform: str | None = None,
     ) -> Fault:
         """Answer ``status`` (5xx) with the platform's error body."""
         if not 500 <= status <= 599:
             raise ValueError("server_error status must be 5xx")
-        return cls("server_error", count, on, workflow, status=status)
+        return cls("server_error", count, on, workflow, platform, status=status)
 
     @classmethod
     def rate_limited(
@@ -107,6 +169,7 @@ class Fault:
         workflow: str | None = None,
         *,
         retry_after_date: bool = False,
+        platform: str | None = None,
     ) -> Fault:
         """Answer 429 with ``Retry-After`` in seconds (``None``: no header).
 
@@ -118,27 +181,48 @@ class Fault:
             count,
             on,
             workflow,
+            platform,
             status=429,
             retry_after=retry_after,
             retry_after_date=retry_after_date,
         )
 
     @classmethod
-    def malformed(cls, count: int = 1, on: Operation = "any", workflow: str | None = None) -> Fault:
+    def malformed(
+        cls,
+        count: int = 1,
+        on: Operation = "any",
+        workflow: str | None = None,
+        *,
+        platform: str | None = None,
+    ) -> Fault:
         """Answer 200 with a truncated body that is not JSON (content type says it is)."""
-        return cls("malformed", count, on, workflow, status=200)
+        return cls("malformed", count, on, workflow, platform, status=200)
 
     @classmethod
     def slow(
-        cls, count: int = 1, delay: float = 1.0, on: Operation = "any", workflow: str | None = None
+        cls,
+        count: int = 1,
+        delay: float = 1.0,
+        on: Operation = "any",
+        workflow: str | None = None,
+        *,
+        platform: str | None = None,
     ) -> Fault:
         """Wait ``delay`` seconds, then answer normally."""
-        return cls("slow", count, on, workflow, delay=delay)
+        return cls("slow", count, on, workflow, platform, delay=delay)
 
     @classmethod
-    def drop(cls, count: int = 1, on: Operation = "any", workflow: str | None = None) -> Fault:
+    def drop(
+        cls,
+        count: int = 1,
+        on: Operation = "any",
+        workflow: str | None = None,
+        *,
+        platform: str | None = None,
+    ) -> Fault:
         """Read the request, then close the connection without answering."""
-        return cls("drop", count, on, workflow)
+        return cls("drop", count, on, workflow, platform)
 
     def matches(self, platform: str, operation: Operation, workflow: str | None) -> bool:
         return (
@@ -146,39 +230,6 @@ class Fault:
             and (self.workflow is None or self.workflow == workflow)
             and (self.platform is None or self.platform == platform)
         )
-
-
-@attrs.define
-class Execution:
-    """One run started by a trigger. ``status`` is computed from the clock."""
-
-    id: str
-    platform: str
-    workflow_id: str
-    payload: Any
-    scenario: Scenario
-    duration: float
-    result: Any
-    created_at: datetime
-    started_at: float = attrs.field(factory=time.monotonic)
-    #: True once a status response has shown this run's terminal status.
-    observed_finished: bool = False
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started_at
-
-    @property
-    def registering(self) -> bool:
-        return self.elapsed() < self.scenario.register_delay
-
-    @property
-    def finished(self) -> bool:
-        return self.elapsed() >= self.duration
-
-    @property
-    def status(self) -> str:
-        """``"pending"`` until ``duration`` has passed, then the scenario's status."""
-        return self.scenario.status if self.finished else "pending"
 
 
 @attrs.define
@@ -195,7 +246,7 @@ class RequestRecord:
     headers: CIMultiDictProxy[str]
     received_at: float = attrs.field(factory=time.monotonic)
     platform: str | None = None
-    operation: Literal["trigger", "poll"] | None = None
+    operation: Operation | None = None
     workflow_id: str | None = None
     execution_id: str | None = None
     body: bytes | None = None
@@ -203,3 +254,5 @@ class RequestRecord:
     status: int | None = None
     #: Set when this request started an execution.
     started: Execution | None = None
+    #: Set when an idempotency key made this trigger return an existing execution.
+    replayed: Execution | None = None
