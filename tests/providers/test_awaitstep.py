@@ -102,6 +102,18 @@ def test_params_over_100_kb_are_refused_before_sending() -> None:
     assert info.value.status_code is None
 
 
+@pytest.mark.parametrize(("char", "units"), [("é", 1), ("€", 1), ("😀", 2)])
+def test_the_params_limit_counts_javascript_characters_not_bytes(char: str, units: int) -> None:
+    # The platform checks JSON.stringify(params).length: UTF-16 code units.
+    overhead = len(json.dumps({"a": ""}, separators=(",", ":")))
+    room = 102_400 - overhead
+    at_limit = {"a": char * (room // units) + "x" * (room % units)}
+    steps().trigger_request("wf", at_limit, TriggerOptions(), CONTEXT)
+    over = {"a": char * (room // units) + "x" * (room % units + 1)}
+    with pytest.raises(PayloadTooLarge, match="102,401 characters"):
+        steps().trigger_request("wf", over, TriggerOptions(), CONTEXT)
+
+
 def test_path_characters_cannot_escape_their_segment() -> None:
     req = steps().trigger_request("a/../b?x#y", {}, TriggerOptions(), CONTEXT)
     assert req.url == f"{BASE}/api/workflows/a%2F..%2Fb%3Fx%23y/trigger"

@@ -5,7 +5,8 @@ The protocol, from "Triggering Runs via API" and the platform notes:
 - ``Authorization: Bearer ask_...``; scopes ``read`` (runs) and ``deploy``
   (trigger, pause, resume, terminate);
 - the trigger sends ``{"connectionId", "params"}``, ``params`` at most
-  102,400 bytes serialised (checked here, before sending), and answers either
+  102,400 characters serialised (JavaScript's length: UTF-16 code units;
+  checked here, before sending), and answers either
   ``{"instanceId"}`` or the whole 201 run record. Runs are looked up by the
   record's ``id`` (polling by ``instanceId`` gives 404), so the execution id is
   ``id`` when present, else ``instanceId``; the instance id is kept in extras
@@ -37,6 +38,7 @@ from ..errors import (
     APIError,
     AuthenticationError,
     InvalidInputError,
+    PayloadTooLarge,
     ProtocolError,
 )
 from ..models import ErrorInfo, Execution, Snapshot, Status
@@ -60,7 +62,7 @@ from .base import (
 
 __all__ = ["AwaitStep"]
 
-#: the platform refuses params whose JSON is longer than this
+#: the platform refuses params whose JSON is longer than this (in JavaScript string length)
 PARAMS_LIMIT = 102_400
 
 # ``waiting`` (blocked on step.waitForEvent) is PAUSED: the run will not move
@@ -88,6 +90,20 @@ def _decoded(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _check_params_size(params: Any) -> None:
+    """``PayloadTooLarge`` for params over the platform's cap, checked as it checks:
+    ``JSON.stringify(params).length``, which counts UTF-16 code units, so "é" is one
+    (not its two UTF-8 bytes) and a character beyond U+FFFF two."""
+    text = json_body(params, "params").decode()
+    length = len(text.encode("utf-16-le")) // 2
+    if length > PARAMS_LIMIT:
+        raise PayloadTooLarge(
+            f"the params are {length:,} characters long as JSON, over AwaitStep's limit of "
+            f"{PARAMS_LIMIT:,} (100 KB); nothing was sent. Send a reference (a URL or an id) "
+            "instead."
+        )
 
 
 def _id(value: Any) -> str | None:
@@ -139,7 +155,7 @@ class AwaitStep(ProviderBase):
         return self.request(kind, method, url, headers, raw)
 
     def _trigger_body(self, connection_id: str, params: Any) -> dict[str, Any]:
-        json_body(params, "params", limit=PARAMS_LIMIT)  # refuse before anything is sent
+        _check_params_size(params)  # refuse before anything is sent
         return {"connectionId": connection_id, "params": params}
 
     # -- trigger -----------------------------------------------------------------
