@@ -14,6 +14,7 @@ unwind (so no request is left running), then re-raises ``KeyboardInterrupt``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -21,11 +22,12 @@ import os
 import pathlib
 import ssl as ssl_
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import anyio.from_thread
 import cattrs
 
+from ._batch import Batch
 from .client import DEFAULT, AsyncClient
 from .errors import UnsupportedOperation
 from .events import Event
@@ -249,20 +251,34 @@ class Client:
 
 
 class BlockingIterator(Iterator[T]):
-    """An async iterator driven through the client's portal, one ``__anext__`` per item."""
+    """An async iterator driven through the client's portal.
+
+    Batches hand over every outcome already waiting in one crossing between
+    threads (``Batch.next_ready``); other iterators one item per crossing.
+    """
+
+    #: most outcomes taken from a batch per crossing
+    CHUNK = 256
 
     def __init__(self, client: Client, iterator: AsyncIterator[T]) -> None:
         self._client = client
         self._iterator = iterator
+        self._ready: collections.deque[T] = collections.deque()
         self._closed = False
 
     def __iter__(self) -> BlockingIterator[T]:
         return self
 
     def __next__(self) -> T:
+        if self._ready:
+            return self._ready.popleft()
         if self._closed:
             raise StopIteration
         try:
+            if isinstance(self._iterator, Batch):
+                ready = self._client._call(self._iterator.next_ready, self.CHUNK)
+                self._ready.extend(cast("list[T]", ready))
+                return self._ready.popleft()
             return self._client._call(self._iterator.__anext__)
         except StopAsyncIteration:
             self._closed = True
@@ -282,6 +298,7 @@ class BlockingIterator(Iterator[T]):
         if self._closed:
             return
         self._closed = True
+        self._ready.clear()
         aclose = getattr(self._iterator, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(RuntimeError):  # the client was closed first
