@@ -70,6 +70,10 @@ class RateLimiter:
 class _NotSent(Exception):
     """The connection failed before a byte of the request was written."""
 
+    def __init__(self, error: TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 @attrs.frozen(kw_only=True)
 class TransportOptions:
@@ -104,8 +108,9 @@ class Transport:
         self.connections = connections
         self.rng = rng
         self.emit = emit
-        #: loop time before which no request may start: the platform said its window is spent
-        self.hold_until = 0.0
+        #: per request kind, the loop time before which none may start: the platform said
+        #: that window is spent (the Runs API keeps separate windows for runs and reads)
+        self.hold_until: dict[str, float] = {}
         self.requests_sent = 0
         self._checked_hosts: set[str] = set()
 
@@ -123,8 +128,7 @@ class Transport:
             try:
                 response = await self._send_once(request, max_body or self.max_body, to)
             except _NotSent as exc:
-                failure: TransportError | None = self._error(request, exc.__cause__)
-                failure.__cause__ = exc.__cause__  # type: ignore[union-attr]
+                failure: TransportError | None = exc.error
                 retryable = True
             except TransportError as exc:
                 failure, retryable = exc, request.retry_after_send
@@ -168,8 +172,9 @@ class Transport:
 
     async def _send_once(self, request: Request, max_body: int, to: str | None) -> Response:
         self._check_scheme(request)
-        if self.hold_until > anyio.current_time():
-            await anyio.sleep_until(self.hold_until)
+        hold = self.hold_until.get(request.kind, 0.0)
+        if hold > anyio.current_time():
+            await anyio.sleep_until(hold)
         if self.limiter is not None:
             await self.limiter.acquire()
         async with self.connections:
@@ -201,8 +206,7 @@ class Transport:
         try:
             return await self._exchange_once(request, max_body, to, started)
         except (TransportError, _NotSent) as exc:
-            error = exc if isinstance(exc, TransportError) else self._error(request, exc.__cause__)
-            self._emit_request(request, None, started, str(error))
+            self._emit_request(request, None, started, str(exc))
             raise
 
     def _emit_request(
@@ -232,6 +236,11 @@ class Transport:
     async def _exchange_once(
         self, request: Request, max_body: int, to: str | None, started: float
     ) -> Response:
+        # aiohttp's exceptions carry the full URL, which may hold a key (Pinkfish puts
+        # it in the path): ours are raised outside the except blocks, so none is
+        # chained to them, and say what happened with the URL redacted.
+        failure: TransportError | None = None
+        not_sent = False
         try:
             async with self.session.request(
                 request.method,
@@ -244,23 +253,25 @@ class Transport:
             ) as resp:
                 if to is not None and 200 <= resp.status < 300:
                     body = b""
-                    async with await anyio.open_file(to, "wb") as file:
-                        await self._read_body(request, resp, max_body, file.write)
+                    await self._read_to_file(request, resp, max_body, to)
                 else:
                     body = await self._read_body(request, resp, max_body)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
-            raise self._error(request, exc) from exc
+            failure = self._error(request, exc)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _NotSent() from exc
+            failure, not_sent = self._error(request, exc), True
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(request, exc) from exc
+            failure = self._error(request, exc)
+        if failure is not None:
+            raise _NotSent(failure) if not_sent else failure
         self._emit_request(request, status, started)
         response = Response(status=status, headers=headers, body=body)
         remaining, reset = self.provider.rate_limit_hint(response, datetime.now(timezone.utc))
         if remaining == 0 and reset:
-            self.hold_until = max(self.hold_until, anyio.current_time() + reset)
+            until = anyio.current_time() + reset
+            self.hold_until[request.kind] = max(self.hold_until.get(request.kind, 0.0), until)
         if 300 <= status < 400:
             raise ProtocolError(
                 f"{request.method} {request.redacted_url} answered a redirect (HTTP {status}); "
@@ -268,6 +279,21 @@ class Transport:
                 "set base_url to the final address"
             )
         return response
+
+    async def _read_to_file(
+        self, request: Request, resp: aiohttp.ClientResponse, cap: int, to: str
+    ) -> None:
+        """Stream the body into ``to`` through a file beside it, so that a failed or
+        capped download never leaves ``to`` truncated (or clobbers what was there)."""
+        part = anyio.Path(f"{to}.part")
+        try:
+            async with await anyio.open_file(part, "wb") as file:
+                await self._read_body(request, resp, cap, file.write)
+            await part.replace(to)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await part.unlink(missing_ok=True)
+            raise
 
     def _timeout_for(self, request: Request) -> aiohttp.ClientTimeout:
         if request.timeout is None or request.timeout <= (self.timeout.total or 0):

@@ -253,10 +253,14 @@ class AsyncClient:
         connection_id: str | None,
     ) -> tuple[Execution, Snapshot | None]:
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
-        context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}")
+        context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
         request = self.provider.trigger_request(workflow_id, payload, options, context)
         response = await self._send(request)
         triggered = self.provider.parse_trigger(workflow_id, response, context)
+        if triggered.snapshot is not None:  # seen when the answer came, not when the request left
+            triggered = attrs.evolve(
+                triggered, snapshot=attrs.evolve(triggered.snapshot, observed_at=_now())
+            )
         logger.debug("triggered %s: execution %s", workflow_id, triggered.execution.execution_id)
         return triggered.execution, triggered.snapshot
 

@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from workflow_trigger import (
@@ -141,8 +142,19 @@ def test_trigger_answer_with_only_the_instance_id() -> None:
     triggered = steps().parse_trigger("wf_abc123", response(200, {"instanceId": INSTANCE}), CONTEXT)
     ex = triggered.execution
     assert ex.provider == "awaitstep" and ex.execution_id == INSTANCE
-    assert ex.extras == {"instance_id": INSTANCE}
+    # the bare answer names no connection: the one the trigger used is kept for events
+    assert ex.extras == {"instance_id": INSTANCE, "connection_id": "conn_xyz789"}
     assert triggered.snapshot is None
+
+
+def test_the_bare_answer_keeps_a_per_call_connection() -> None:
+    context = attrs.evolve(CONTEXT, options=TriggerOptions(connection_id="conn_live"))
+    triggered = steps().parse_trigger("wf", response(200, {"instanceId": INSTANCE}), context)
+    assert triggered.execution.extras["connection_id"] == "conn_live"
+    event = steps().control_request(
+        triggered.execution, "event", {"event_type": "go", "payload": {}}
+    )
+    assert json.loads(event.body or b"")["connectionId"] == "conn_live"
 
 
 def test_trigger_answer_with_the_whole_run_record_uses_its_id() -> None:

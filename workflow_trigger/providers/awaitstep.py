@@ -185,7 +185,11 @@ class AwaitStep(ProviderBase):
                 "nor instanceId, so the run cannot be followed; check base_url"
             )
         extras = {"instance_id": instance_id} if instance_id else {}
-        connection = _id(record.get("connectionId"))
+        # the record names its connection; the bare {"instanceId"} answer does not, so the
+        # connection the trigger went through is kept (events must use the same one)
+        connection = _id(record.get("connectionId")) or (
+            context.options.connection_id or self.connection_id
+        )
         if connection is not None:
             extras["connection_id"] = connection
         execution = Execution(

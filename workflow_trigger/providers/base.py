@@ -121,10 +121,12 @@ class TriggerOptions:
 
 @attrs.frozen(kw_only=True)
 class TriggerContext:
-    """What the client supplies so providers stay pure: the time and a fresh message id."""
+    """What the client supplies so providers stay pure: the time, a fresh message id,
+    and the trigger's options (so the answer can be read in their light)."""
 
     now: datetime
     message_id: str
+    options: TriggerOptions = TriggerOptions()
 
 
 @attrs.frozen(kw_only=True)
@@ -270,7 +272,13 @@ def json_body(data: Any, what: str = "payload", limit: int | None = None) -> byt
             f"the {what} must be JSON-serialisable (dicts, lists, str, finite numbers, "
             f"bool, None): {exc}"
         ) from exc
-    body = text.encode()
+    try:
+        body = text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate, say "\ud800"
+        raise InvalidInputError(
+            f"the {what} holds text that is not valid Unicode ({exc.reason} at position "
+            f"{exc.start}): encode it properly before sending"
+        ) from exc
     if limit is not None and len(body) > limit:
         raise PayloadTooLarge(
             f"the {what} is {len(body):,} bytes serialised, over the platform's limit of "
