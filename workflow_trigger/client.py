@@ -508,8 +508,8 @@ class AsyncClient:
             artifacts=snapshot.artifacts,
             designated_output=snapshot.designated_output,
             polls=poller.polls,
-            started_at=execution.triggered_at,
-            finished_at=snapshot.observed_at,
+            started_at=snapshot.started_at or execution.triggered_at,
+            finished_at=snapshot.finished_at or snapshot.observed_at,
             raw_status=snapshot.raw_status,
         )
         self._emit(

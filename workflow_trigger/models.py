@@ -178,6 +178,9 @@ class Snapshot:
     error: ErrorInfo | None = None
     artifacts: tuple[Artifact, ...] = ()
     designated_output: Artifact | None = None
+    #: when the platform says the run started / ended, where it says (Runs API)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     retry_after: float | None = attrs.field(default=None, repr=False)
 
 

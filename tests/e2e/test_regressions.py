@@ -112,3 +112,20 @@ async def test_a_sync_run_finishes_after_it_started() -> None:
             outcome = await client.run("trg")
         assert outcome.ok and outcome.started_at and outcome.finished_at
         assert (outcome.finished_at - outcome.started_at).total_seconds() >= 0.5
+
+
+async def test_outcome_times_are_the_platforms_where_it_reports_them() -> None:
+    async with Emulator() as emu:
+        emu.scenario("wf", Scenario(duration=0.05, result=1))
+        provider = wt.RunsApi(emu.base_url, emu.runs_api_api_key)
+        async with wt.AsyncClient(provider, poll=FAST) as client:
+            outcome = await client.run("wf")
+            assert outcome.execution is not None
+            snapshot = await client.status(outcome.execution)
+        # the run's own startedAt/completedAt, not the trigger time and the last poll's
+        assert snapshot.started_at is not None and snapshot.finished_at is not None
+        assert (outcome.started_at, outcome.finished_at) == (
+            snapshot.started_at,
+            snapshot.finished_at,
+        )
+        assert outcome.started_at != outcome.execution.triggered_at

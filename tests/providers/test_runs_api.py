@@ -202,6 +202,8 @@ def test_completed_run_from_the_document() -> None:
     assert step.id == "create-invoice" and step.name is None
     assert step.status is Status.SUCCEEDED and step.raw_status == "completed"
     assert snap.observed_at == NOW
+    assert snap.started_at == datetime(2024, 1, 15, 10, 0, 0, tzinfo=timezone.utc)
+    assert snap.finished_at == datetime(2024, 1, 15, 10, 0, 5, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
@@ -355,6 +355,17 @@ def map_status(kind: str, raw: Any, table: Mapping[str, Status]) -> Status:
         _unknown_seen.add((kind, str(raw)))
         logger.warning("%s reported an unknown status %r; treating it as still running", kind, raw)
     return Status.RUNNING
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp as an aware UTC datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def as_object(data: Any, what: str) -> dict[str, Any]:

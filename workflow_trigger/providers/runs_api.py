@@ -54,6 +54,7 @@ from .base import (
     error_for_status,
     json_body,
     map_status,
+    parse_time,
     path_segment,
 )
 
@@ -238,6 +239,8 @@ class RunsApi(ProviderBase):
             observed_at=now,
             result=record.get("output") if status is Status.SUCCEEDED else None,
             error=error,
+            started_at=parse_time(record.get("startedAt")),
+            finished_at=parse_time(record.get("completedAt")),
             retry_after=retry_after,
         )
 
