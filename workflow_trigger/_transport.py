@@ -17,6 +17,7 @@ When a retry is safe:
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import random
@@ -43,6 +44,7 @@ logger = logging.getLogger("workflow_trigger")
 
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _CHUNK = 64 * 1024
+_BIG_BODY = 1024 * 1024
 
 
 class RateLimiter:
@@ -65,6 +67,12 @@ class RateLimiter:
         self._tat = tat + self.interval
         if wait > 0:
             await anyio.sleep(wait)
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    # aiohttp warns (ResourceWarning) when handed more than 1 MiB as bytes; a stream
+    # of the same bytes, made afresh for each try, is sent the same way without one.
+    return io.BytesIO(body) if body is not None and len(body) > _BIG_BODY else body
 
 
 class _NotSent(Exception):
@@ -246,7 +254,7 @@ class Transport:
                 request.method,
                 yarl.URL(request.url, encoded=True),
                 headers=request.headers,
-                data=request.body,
+                data=_payload(request.body),
                 allow_redirects=False,
                 timeout=self._timeout_for(request),
                 ssl=self.options.ssl,
@@ -267,7 +275,7 @@ class Transport:
         if failure is not None:
             raise _NotSent(failure) if not_sent else failure
         self._emit_request(request, status, started)
-        response = Response(status=status, headers=headers, body=body)
+        response = Response(status=status, headers=headers, body=body, redact=self.provider.redact)
         remaining, reset = self.provider.rate_limit_hint(response, datetime.now(timezone.utc))
         if remaining == 0 and reset:
             until = anyio.current_time() + reset

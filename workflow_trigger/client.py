@@ -73,11 +73,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _check_seconds(name: str, value: Any, *, allow_none: bool = False) -> None:
+def _check_seconds(
+    name: str, value: Any, *, allow_none: bool = False, allow_inf: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+    if value == float("inf") and not allow_inf:
+        raise InvalidInputError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
 class AsyncClient:
@@ -468,7 +472,7 @@ class AsyncClient:
     def _deadline(self, timeout: float | None) -> float:
         if timeout is DEFAULT:
             timeout = self.poll_policy.timeout
-        _check_seconds("timeout", timeout, allow_none=True)
+        _check_seconds("timeout", timeout, allow_none=True, allow_inf=True)
         return anyio.current_time() + timeout if timeout is not None else float("inf")
 
     async def _wait(

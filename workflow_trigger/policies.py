@@ -20,8 +20,8 @@ __all__ = ["PollPolicy", "RetryPolicy", "parse_retry_after"]
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None:
-        return
+    if value is None and attribute.name == "timeout":
+        return  # no overall deadline
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise InvalidInputError(
             f"{attribute.name} must be a positive number of seconds, got {value!r}"

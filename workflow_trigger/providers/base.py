@@ -97,6 +97,8 @@ class Response:
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
+    #: masks secrets in text taken from the body (a page may echo the URL it was asked)
+    redact: Callable[[str], str] = attrs.field(default=str, eq=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -106,7 +108,7 @@ class Response:
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            snippet = self.body[:80].decode("utf-8", "replace")
+            snippet = self.redact(self.body[:80].decode("utf-8", "replace"))
             raise ProtocolError(
                 f"expected a JSON body (HTTP {self.status}) but got {snippet!r}: "
                 "is base_url pointing at the platform's API root?"
@@ -267,7 +269,7 @@ def json_body(data: Any, what: str = "payload", limit: int | None = None) -> byt
     """``data`` serialised as compact JSON, or ``InvalidInputError`` / ``PayloadTooLarge``."""
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(
             f"the {what} must be JSON-serialisable (dicts, lists, str, finite numbers, "
             f"bool, None): {exc}"
@@ -339,6 +341,11 @@ def check_base_url(base_url: Any) -> str:
         )
     if parts.query or parts.fragment:
         raise InvalidInputError("base_url must not carry a query string or a fragment")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInputError(
+            "base_url must not carry a user name or password (they would show in every "
+            "logged URL): give credentials through the provider's key arguments"
+        )
     return str(base_url).rstrip("/")
 
 
@@ -348,7 +355,12 @@ _unknown_seen: set[tuple[str, str]] = set()
 def map_status(kind: str, raw: Any, table: Mapping[str, Status]) -> Status:
     """The ``Status`` for a platform's raw value; an unknown value is non-terminal,
     logged once per (platform, value) so a new platform state never crashes a wait."""
-    status = table.get(raw) if isinstance(raw, str) else None
+    if not isinstance(raw, str):
+        raise ProtocolError(
+            f"{kind} answered a status without a status value (got {type(raw).__name__}): "
+            "is base_url pointing at the platform's API root?"
+        )
+    status = table.get(raw)
     if status is not None:
         return status
     if (kind, str(raw)) not in _unknown_seen:

@@ -111,7 +111,7 @@ class Codika(ProviderBase):
             raise InvalidInputError(f"auth must be 'header' or 'query', got {auth!r}")
         if auth == "query" and api_key is None:
             raise InvalidInputError("auth='query' sends the instance key: give api_key=")
-        if not isinstance(registering_grace, (int, float)) or registering_grace < 0:
+        if not isinstance(registering_grace, (int, float)) or not registering_grace >= 0:
             raise InvalidInputError("registering_grace must be a number of seconds >= 0")
         self.process_instance_id = process_instance_id
         self.base_url = check_base_url(base_url)

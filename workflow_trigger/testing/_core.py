@@ -257,7 +257,9 @@ class EmulatorCore(Counters):
             raise RuntimeError(
                 "the emulator is an aiohttp server: run it on anyio's asyncio backend"
             ) from None
-        app = web.Application(middlewares=[self._middleware])
+        # The platforms other than AwaitStep (whose routes enforce its 1 MB) document
+        # no body limit: accept far more than aiohttp's default 1 MiB.
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         for route_set in self._route_sets:
             app.add_routes(route_set.routes())
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
