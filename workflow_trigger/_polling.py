@@ -2,24 +2,30 @@
 
 The poller sleeps the policy's delay (or the server's ``Retry-After``), polls
 once through the client, and reports each *change* of status or steps to an
-optional callback. It knows nothing of deadlines: the caller wraps it in an
-anyio cancel scope, so a deadline also ends a hanging request or a retry.
+optional callback. ``outcome()`` runs it to the end inside one anyio cancel
+scope whose deadline is the wait's, so the deadline also ends a hanging
+request or a retry, and no request starts after it; ``watch`` calls ``next()``
+itself, with a scope per step, so that it never yields inside a scope.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._results import structure_result
 from .errors import PollTimeout
-from .models import Execution, Snapshot
+from .models import Execution, Outcome, Snapshot, Status
 
 if TYPE_CHECKING:
     from .client import AsyncClient
 
 __all__ = ["Poller"]
+
+logger = logging.getLogger("workflow_trigger")
 
 
 class Poller:
@@ -69,6 +75,62 @@ class Poller:
         self.polls += 1
         self.changed(snapshot)
         return snapshot
+
+    async def outcome(
+        self, deadline: float, result_type: type[Any] | None, cancel_remote_on_exit: bool
+    ) -> Outcome[Any]:
+        """Poll until the execution ends (then fetch its result, where the platform keeps
+        it apart) and build its ``Outcome``; ``PollTimeout`` once ``deadline`` passes."""
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                while not self.done:
+                    await self.next()
+                assert self.last is not None
+                snapshot = await self._fetch_result(self.last)
+        except BaseException:
+            if cancel_remote_on_exit:
+                await self._cancel_remote()
+            raise
+        if scope.cancelled_caught:
+            if cancel_remote_on_exit:
+                await self._cancel_remote()
+            raise self.timeout_error()
+        execution, converter = self.execution, self.client._converter
+        succeeded = snapshot.status is Status.SUCCEEDED
+        return Outcome(
+            execution=execution,
+            status=snapshot.status,
+            result=(
+                structure_result(converter, snapshot.result, result_type)
+                if result_type is not None and succeeded
+                else snapshot.result
+            ),
+            raw_result=snapshot.result,
+            error=snapshot.error,
+            artifacts=snapshot.artifacts,
+            designated_output=snapshot.designated_output,
+            polls=self.polls,
+            started_at=snapshot.started_at or execution.triggered_at,
+            finished_at=snapshot.finished_at or snapshot.observed_at,
+            raw_status=snapshot.raw_status,
+        )
+
+    async def _fetch_result(self, snapshot: Snapshot) -> Snapshot:
+        provider = self.client.provider
+        request = provider.result_request(self.execution, snapshot)
+        if request is None:
+            return snapshot
+        response = await self.client._send(request)
+        return provider.parse_result(self.execution, snapshot, response)
+
+    async def _cancel_remote(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self.client._control(self.execution, "cancel", hold_slot=False)
+            except Exception as exc:  # the caller's own exit must not be masked
+                logger.warning(
+                    "could not cancel execution %s remotely: %s", self.execution.execution_id, exc
+                )
 
     def timeout_error(self) -> PollTimeout:
         ex = self.execution

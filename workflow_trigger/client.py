@@ -32,7 +32,7 @@ import attrs
 import cattrs
 
 from ._polling import Poller
-from ._results import make_converter, structure_result
+from ._results import make_converter
 from ._transport import RateLimiter, Transport, TransportOptions
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
@@ -484,71 +484,25 @@ class AsyncClient:
         cancel_remote_on_exit: bool,
         on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
+        """Poll until the end under ``deadline``, without taking a slot."""
         poller = Poller(self, execution, first, on_snapshot)
-        try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                while not poller.done:
-                    await poller.next()
-                snapshot = await self._fetch_result(execution, poller.last)
-        except BaseException:
-            if cancel_remote_on_exit:
-                await self._cancel_remote(execution)
-            raise
-        if scope.cancelled_caught:
-            if cancel_remote_on_exit:
-                await self._cancel_remote(execution)
-            raise poller.timeout_error()
-        assert snapshot is not None
-        outcome = Outcome(
-            execution=execution,
-            status=snapshot.status,
-            result=(
-                structure_result(self._converter, snapshot.result, result_type)
-                if result_type is not None and snapshot.status is Status.SUCCEEDED
-                else snapshot.result
-            ),
-            raw_result=snapshot.result,
-            error=snapshot.error,
-            artifacts=snapshot.artifacts,
-            designated_output=snapshot.designated_output,
-            polls=poller.polls,
-            started_at=snapshot.started_at or execution.triggered_at,
-            finished_at=snapshot.finished_at or snapshot.observed_at,
-            raw_status=snapshot.raw_status,
-        )
+        outcome = await poller.outcome(deadline, result_type, cancel_remote_on_exit)
         self._emit(
             OutcomeEvent(
                 provider=self.provider.kind,
                 execution=execution,
-                status=snapshot.status,
-                polls=poller.polls,
+                status=outcome.status or Status.FAILED,
+                polls=outcome.polls,
             )
         )
         logger.info(
             "execution %s of %s ended %s after %d polls",
             execution.execution_id,
             execution.workflow_id,
-            snapshot.raw_status,
-            poller.polls,
+            outcome.raw_status,
+            outcome.polls,
         )
         return outcome
-
-    async def _fetch_result(self, execution: Execution, snapshot: Snapshot | None) -> Snapshot:
-        assert snapshot is not None
-        request = self.provider.result_request(execution, snapshot)
-        if request is None:
-            return snapshot
-        response = await self._send(request)
-        return self.provider.parse_result(execution, snapshot, response)
-
-    async def _cancel_remote(self, execution: Execution) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            try:
-                await self._control(execution, "cancel", hold_slot=False)
-            except Exception as exc:  # the caller's own exit must not be masked
-                logger.warning(
-                    "could not cancel execution %s remotely: %s", execution.execution_id, exc
-                )
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
