@@ -25,6 +25,19 @@ async def test_every_index_exactly_once_within_the_concurrency(
     assert emulator.max_in_flight <= 10
 
 
+async def test_a_thousand_executions_at_concurrency_fifty(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=(0.0, 0.03), result=lambda p: p["i"]))
+    async with make_client() as client:
+        payloads = ({"i": i} for i in range(1000))
+        outcomes = [o async for o in client.run_many("wf", payloads, concurrency=50)]
+    assert sorted(o.index for o in outcomes if o.index is not None) == list(range(1000))
+    assert all(o.ok and o.result == o.index for o in outcomes)
+    assert emulator.triggers("wf") == 1000
+    assert emulator.max_in_flight <= 50
+
+
 async def test_payloads_are_pulled_lazily(client: wt.AsyncClient, emulator: Emulator) -> None:
     emulator.scenario("wf", Scenario(duration=0.01, result=1))
     pulled = 0

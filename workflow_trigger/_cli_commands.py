@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+
 from ._cli_platforms import provider_for, provider_for_token
 from .client import DEFAULT, AsyncClient
 from .errors import InvalidInputError, UnsupportedOperation
@@ -144,6 +146,15 @@ def _read_payloads(path: str) -> Iterator[Any]:
                     ) from exc
 
 
+def _count_payloads(path: str) -> int | None:
+    """How many payloads the input holds, for the ETA (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as file:
+            return sum(1 for line in file if line.strip())
+    except OSError:
+        return None
+
+
 async def batch(args: Any) -> int:
     provider = provider_for(args.platform, key_file=args.api_key_file, base_url=args.base_url)
     rich = _rich()
@@ -166,8 +177,10 @@ async def batch(args: Any) -> int:
         console=console,
     )
     # Appending one short line per outcome to a local file: blocking briefly is fine.
+    started = time.perf_counter()
     with open(args.output, "a", encoding="utf-8") as output, progress:  # noqa: ASYNC230
-        task = progress.add_task(args.workflow, total=None, counts="")
+        total = await anyio.to_thread.run_sync(_count_payloads, args.input)
+        task = progress.add_task(args.workflow, total=total, counts="")
         async with _client(provider, args) as client:
             outcomes = client.run_many(
                 args.workflow,
@@ -182,8 +195,10 @@ async def batch(args: Any) -> int:
                 output.flush()
                 label = outcome.status.value if outcome.status else "error"
                 counts["error" if outcome.exception else label] += 1
+                done = sum(counts.values())
+                rate = done / max(time.perf_counter() - started, 1e-9)
                 summary = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
-                progress.update(task, advance=1, counts=summary)
+                progress.update(task, advance=1, counts=f"{summary}  {rate:.1f}/s")
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
     return 0 if not counts else 1
