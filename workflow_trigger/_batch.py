@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ import anyio.abc
 import attrs
 
 from ._results import structure_result
+from ._transport import held
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import Journal
 from .models import Execution, Outcome, Status
@@ -89,6 +91,12 @@ class Batch:
         )
         self._task_group = task_group
         self._started = False
+        # Leaving `async for` early drops this handle (the driver task holds no
+        # reference to it): stop the batch's work right away. A finalizer rather
+        # than __del__: when the handle dies in a reference cycle, the collector
+        # runs weakref callbacks before any __del__, so the driver's streams are
+        # closed before they could be collected unclosed.
+        weakref.finalize(self, self._driver.stop)
 
     def __aiter__(self) -> Batch:
         return self
@@ -134,12 +142,6 @@ class Batch:
         if self._started:
             await self._driver.finished.wait()
 
-    def __del__(self) -> None:
-        # Leaving `async for` early drops this handle (the driver task holds
-        # no reference to it): stop the batch's work right away.
-        driver = getattr(self, "_driver", None)  # None: __init__ refused the arguments
-        if driver is not None:
-            driver.stop()
 
 
 class _Driver:
@@ -244,7 +246,7 @@ class _Driver:
                 await journal.record_token(key, execution)
 
         try:
-            async with client._slot():
+            async with held(client._slot()):
                 deadline = self.deadline_for()
                 if state is not None and state.token is not None:
                     execution = Execution.from_token(state.token)

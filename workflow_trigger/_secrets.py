@@ -46,7 +46,7 @@ def redact_url(url: str, secrets: Iterable[Secret] = (), query_keys: Iterable[st
         if value:
             url = url.replace(value, REDACTED)
     keys = {k.lower() for k in query_keys}
-    if keys:
+    if keys and "?" in url:
         parts = urlsplit(url)
         if parts.query:
             query = [

@@ -33,7 +33,7 @@ import cattrs
 
 from ._polling import Poller
 from ._results import make_converter
-from ._transport import RateLimiter, Transport, TransportOptions
+from ._transport import RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
@@ -198,7 +198,7 @@ class AsyncClient:
                 limiter=limiter,
                 connections=self._connections,
                 rng=self._rng,
-                emit=self._emit,
+                emit=self._emit if self._on_event is not None else None,
             )
         return self._transport
 
@@ -246,7 +246,7 @@ class AsyncClient:
         connection_id: str | None = None,
     ) -> Execution:
         """Start a run of ``workflow_id`` and return its handle, without waiting."""
-        async with self._slot():
+        async with held(self._slot()):
             return (await self._trigger(workflow_id, payload, idempotency_key, connection_id))[0]
 
     async def _trigger(
@@ -271,7 +271,7 @@ class AsyncClient:
     async def status(self, execution: Execution) -> Snapshot:
         """One poll: where ``execution`` stands now."""
         self._check_execution(execution)
-        async with self._slot():
+        async with held(self._slot()):
             return await self._status(execution)
 
     async def _status(self, execution: Execution) -> Snapshot:
@@ -288,7 +288,7 @@ class AsyncClient:
         self._check_execution(execution)
         request = self.provider.control_request(execution, control, data)
         if hold_slot:
-            async with self._slot():
+            async with held(self._slot()):
                 response = await self._send(request)
         else:
             response = await self._send(request)
@@ -331,7 +331,7 @@ class AsyncClient:
             raise InvalidInputError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
         request = self.provider.download_request(artifact)
         path = os.fspath(to) if to is not None else None
-        async with self._slot():
+        async with held(self._slot()):
             response = await self._open().send(request, max_body=max_bytes, to=path)
         if not 200 <= response.status < 300:
             raise error_for_status(
@@ -381,7 +381,7 @@ class AsyncClient:
         """
         self._check_execution(execution)
         deadline = self._deadline(timeout)
-        async with self._slot():
+        async with held(self._slot()):
             return await self._wait(
                 execution, None, deadline, result_type, cancel_remote_on_exit, on_snapshot
             )
@@ -428,7 +428,7 @@ class AsyncClient:
     ) -> Outcome[Any]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
         deadline = self._deadline(timeout)
-        async with self._slot():
+        async with held(self._slot()):
             return await self._run(
                 workflow_id,
                 payload,
@@ -487,14 +487,15 @@ class AsyncClient:
         """Poll until the end under ``deadline``, without taking a slot."""
         poller = Poller(self, execution, first, on_snapshot)
         outcome = await poller.outcome(deadline, result_type, cancel_remote_on_exit)
-        self._emit(
-            OutcomeEvent(
-                provider=self.provider.kind,
-                execution=execution,
-                status=outcome.status or Status.FAILED,
-                polls=outcome.polls,
+        if self._on_event is not None:
+            self._emit(
+                OutcomeEvent(
+                    provider=self.provider.kind,
+                    execution=execution,
+                    status=outcome.status or Status.FAILED,
+                    polls=outcome.polls,
+                )
             )
-        )
         logger.info(
             "execution %s of %s ended %s after %d polls",
             execution.execution_id,
@@ -514,7 +515,7 @@ class AsyncClient:
         poller = Poller(self, execution, None, changes.append)
         while not poller.done:
             with anyio.CancelScope(deadline=deadline) as scope:
-                async with self._slot():
+                async with held(self._slot()):
                     await poller.next()
             if scope.cancelled_caught:
                 raise poller.timeout_error()

@@ -147,6 +147,8 @@ class Provider(Protocol):
     kind: ClassVar[str]
     #: True when a trigger sent again with the same idempotency key cannot start a second run
     honours_idempotency_key: ClassVar[bool]
+    #: True when ``rate_limit_hint`` may find something (saves the work on every response)
+    reports_rate_limits: ClassVar[bool]
     default_poll: PollPolicy
     default_rate_limit: float | None
 
@@ -190,6 +192,7 @@ class ProviderBase:
 
     kind: ClassVar[str] = "base"
     honours_idempotency_key: ClassVar[bool] = False
+    reports_rate_limits: ClassVar[bool] = False
     default_poll: PollPolicy = PollPolicy()
     default_rate_limit: float | None = None
     #: query parameters whose values are masked wherever a URL is shown

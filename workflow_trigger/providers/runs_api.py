@@ -130,6 +130,7 @@ class RunsApi(ProviderBase):
 
     kind: ClassVar[str] = "runs_api"
     honours_idempotency_key: ClassVar[bool] = True
+    reports_rate_limits: ClassVar[bool] = True
     default_rate_limit: float | None = 500 / 60
 
     def __init__(
