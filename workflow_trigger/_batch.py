@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 
 from ._results import structure_result
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from .client import AsyncClient
 
 __all__ = ["Batch"]
+
+#: how many items the driver starts before it lets the event loop run
+_YIELD_EVERY = 64
 
 
 async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -107,7 +111,10 @@ class Batch:
             self._started = True
             self._task_group.start_soon(driver.drive, name=f"run_many {driver.workflow_id}")
         try:
-            return await driver.receive.receive()
+            try:  # an outcome already waiting is handed over without a trip through the loop
+                return driver.receive.receive_nowait()
+            except anyio.WouldBlock:
+                return await driver.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             driver.receive.close()
             await driver.finished.wait()
@@ -141,7 +148,6 @@ class Batch:
         self._driver.stop()
         if self._started:
             await self._driver.finished.wait()
-
 
 
 class _Driver:
@@ -212,9 +218,14 @@ class _Driver:
             async for payload in _iterate(self.payloads):
                 key = self.key(payload) if self.key is not None else index
                 holder = object()
-                await slots.acquire_on_behalf_of(holder)
+                try:  # a free slot is taken without a trip through the event loop...
+                    slots.acquire_on_behalf_of_nowait(holder)
+                except anyio.WouldBlock:
+                    await slots.acquire_on_behalf_of(holder)
                 items.start_soon(self._item, index, key, payload, slots, holder)
                 index += 1
+                if index % _YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()  # ...but the loop still gets its turns
 
     async def _item(
         self, index: int, key: Any, payload: Any, slots: anyio.CapacityLimiter, holder: object

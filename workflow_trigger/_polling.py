@@ -19,6 +19,7 @@ import anyio
 from ._results import structure_result
 from .errors import PollTimeout
 from .models import Execution, Outcome, Snapshot, Status
+from .providers.base import Request
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -31,7 +32,7 @@ logger = logging.getLogger("workflow_trigger")
 class Poller:
     """Polls one execution on the policy's schedule; the loop shared by wait and watch."""
 
-    __slots__ = ("_seen", "client", "execution", "last", "on_change", "polls")
+    __slots__ = ("_request", "_seen", "client", "execution", "last", "on_change", "polls")
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Poller:
         self.polls = 0
         self.on_change = on_change
         self._seen: tuple[Any, ...] | None = None
+        self._request: Request | None = None
         if first is not None:
             self.changed(first)
 
@@ -71,7 +73,9 @@ class Poller:
             else self.client.poll_policy.delay(self.polls, self.client._rng)
         )
         await anyio.sleep(delay)
-        self.last = snapshot = await self.client._status(self.execution)
+        if self._request is None:
+            self._request = self.client.provider.status_request(self.execution)
+        self.last = snapshot = await self.client._status(self.execution, self._request)
         self.polls += 1
         self.changed(snapshot)
         return snapshot

@@ -214,9 +214,10 @@ class Transport:
             return
         if not request.url.startswith("http://"):
             return
-        host = urlsplit(request.url).hostname or ""
-        if host in self._checked_hosts:
+        authority = request.url[7:].partition("/")[0]
+        if authority in self._checked_hosts:
             return
+        host = urlsplit(request.url).hostname or ""
         try:
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -226,7 +227,7 @@ class Transport:
                 f"refusing to send credentials over plain http:// to {host!r}: use https://, "
                 "or pass allow_insecure_http=True to the client if this network is trusted"
             )
-        self._checked_hosts.add(host)
+        self._checked_hosts.add(authority)
 
     async def _exchange(self, request: Request, max_body: int, to: str | None) -> Response:
         self.requests_sent += 1

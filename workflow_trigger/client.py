@@ -148,6 +148,7 @@ class AsyncClient:
         self._transport: Transport | None = None
         self._slots: anyio.CapacityLimiter | None = None
         self._connections: anyio.CapacityLimiter | None = None
+        self._trigger_slots: anyio.CapacityLimiter | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -190,6 +191,9 @@ class AsyncClient:
                 self._session = aiohttp.ClientSession(connector=connector)
             self._slots = anyio.CapacityLimiter(self.max_concurrency)
             self._connections = anyio.CapacityLimiter(self._max_connections)
+            # Triggers may use half the connections at most: in a burst of thousands,
+            # the polls that notice runs ending never queue behind triggers.
+            self._trigger_slots = anyio.CapacityLimiter(max(1, self._max_connections // 2))
             limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
             self._transport = Transport(
                 self._session,
@@ -259,7 +263,10 @@ class AsyncClient:
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
         context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
         request = self.provider.trigger_request(workflow_id, payload, options, context)
-        response = await self._send(request)
+        self._open()
+        assert self._trigger_slots is not None
+        async with held(self._trigger_slots):
+            response = await self._send(request)
         triggered = self.provider.parse_trigger(workflow_id, response, context)
         if triggered.snapshot is not None:  # seen when the answer came, not when the request left
             triggered = attrs.evolve(
@@ -274,8 +281,10 @@ class AsyncClient:
         async with held(self._slot()):
             return await self._status(execution)
 
-    async def _status(self, execution: Execution) -> Snapshot:
-        response = await self._send(self.provider.status_request(execution))
+    async def _status(self, execution: Execution, request: Request | None = None) -> Snapshot:
+        """One poll; ``request`` is the execution's status request when the caller kept it
+        (it is a pure function of the execution, so a poll loop builds it once)."""
+        response = await self._send(request or self.provider.status_request(execution))
         snapshot = self.provider.parse_status(execution, response, _now())
         hint = parse_retry_after(response.header("retry-after"))
         if hint is not None and not snapshot.status.is_terminal:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -251,6 +252,9 @@ class ProviderBase:
         return None, None
 
 
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def path_segment(value: Any, what: str) -> str:
     """``value`` percent-encoded as one URL path segment, or ``InvalidInputError``.
 
@@ -260,7 +264,7 @@ def path_segment(value: Any, what: str) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
-    if value in {".", ".."} or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if value in {".", ".."} or _CONTROL_CHARACTER.search(value):
         raise InvalidInputError(
             f"{what} {value!r} is not a valid identifier: it may not be '.' or '..' "
             "or contain control characters"
