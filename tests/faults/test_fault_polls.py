@@ -125,16 +125,18 @@ async def test_a_poll_slower_than_the_request_timeout_is_retried(
     platform: Platform, emulator: Emulator, make_client: MakeClient
 ) -> None:
     emulator.scenario(platform.workflow, Scenario(duration=0.05))
-    emulator.add_fault(Fault.slow(1, delay=0.4, on="poll", platform=platform.emulated))
+    emulator.add_fault(Fault.slow(1, delay=1.0, on="poll", platform=platform.emulated))
     events: list[wt.Event] = []
     provider = platform.provider(emulator)
-    async with make_client(provider, request_timeout=0.1, on_event=events.append) as client:
+    async with make_client(provider, request_timeout=0.25, on_event=events.append) as client:
         outcome = await client.run(platform.workflow)
     assert outcome.ok and outcome.execution is not None
     retries = [e for e in events if isinstance(e, wt.RetryEvent)]
-    assert len(retries) == 1 and "timed out" in retries[0].reason
-    assert retries[0].method == "GET"
-    assert emulator.polls(outcome.execution.execution_id) == outcome.polls + 1
+    # the slow poll timed out and was retried; on a loaded machine (CI) a second,
+    # unfaulted poll may time out too, so the count is a floor, not exact
+    assert retries and "timed out" in retries[0].reason
+    assert all(r.method == "GET" for r in retries)
+    assert emulator.polls(outcome.execution.execution_id) == outcome.polls + len(retries)
 
 
 async def test_poll_timeout_fires_on_time_while_a_poll_hangs(
