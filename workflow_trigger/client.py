@@ -263,10 +263,10 @@ class AsyncClient:
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
         context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
         request = self.provider.trigger_request(workflow_id, payload, options, context)
-        self._open()
+        transport = self._open()
         assert self._trigger_slots is not None
         async with held(self._trigger_slots):
-            response = await self._send(request)
+            response = await transport.send(request)
         triggered = self.provider.parse_trigger(workflow_id, response, context)
         if triggered.snapshot is not None:  # seen when the answer came, not when the request left
             triggered = attrs.evolve(
