@@ -19,9 +19,13 @@ every in-flight item has stopped.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import math
 import os
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,10 +33,12 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
+from ._polling import Poller
 from ._results import structure_result
-from ._transport import held
+from ._transport import DeadlineReached
+from .client import trigger_timed_out
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
-from .journal import Journal
+from .journal import ItemState, Journal
 from .models import Execution, Outcome, Status
 
 if TYPE_CHECKING:
@@ -42,6 +48,8 @@ __all__ = ["Batch"]
 
 #: how many items the driver starts before it lets the event loop run
 _YIELD_EVERY = 64
+#: a poll due this soon is due now (one wake of the dispatcher serves them all)
+_EARLY = 0.001
 
 
 async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -150,6 +158,38 @@ class Batch:
             await self._driver.finished.wait()
 
 
+class _Item:
+    """One payload of a batch, from its slot to its outcome."""
+
+    __slots__ = (
+        "deadline",
+        "duplicated",
+        "execution",
+        "index",
+        "key",
+        "payload",
+        "poller",
+        "state",
+    )
+
+    def __init__(self, index: int, key: Any, payload: Any, state: ItemState | None) -> None:
+        self.index = index
+        self.key = key
+        self.payload = payload
+        self.state = state  # what the journal knew of it when it was read
+        self.deadline = math.inf
+        self.duplicated = False
+        self.execution: Execution | None = None
+        self.poller: Poller | None = None
+
+
+async def _acquire(limiter: anyio.CapacityLimiter, borrower: object) -> None:
+    try:  # a free token is taken without a trip through the event loop
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except anyio.WouldBlock:
+        await limiter.acquire_on_behalf_of(borrower)
+
+
 class _Driver:
     """The batch's state and tasks; separate from ``Batch`` so dropping the handle is seen."""
 
@@ -180,6 +220,21 @@ class _Driver:
         self.error: BaseException | None = None
         self.journal_path = journal
         self.journal: Journal | None = None
+        # the engine: items to trigger, items due for a poll, a timer heap of the rest
+        self._slots = anyio.CapacityLimiter(concurrency)
+        self._triggers: deque[_Item] = deque()
+        self._due: deque[_Item] = deque()
+        self._heap: list[tuple[float, int, _Item]] = []
+        self._order = itertools.count()
+        self._idle: deque[anyio.Event] = deque()  # one per worker waiting for work
+        self._timer: anyio.Event | None = None  # wakes the dispatcher for a sooner poll
+        self._sleeping_until = math.inf
+        self._triggering = 0
+        self._trigger_cap = 1
+        self._in_flight = 0
+        self._exhausted = False
+        self._all_done = anyio.Event()
+        self._holding: set[_Item] = set()  # items holding one of the client's slots
 
     def stop(self) -> None:
         self.receive.close()
@@ -211,91 +266,204 @@ class _Driver:
             self.send.close()
             self.finished.set()
 
+    # -- the engine ----------------------------------------------------------------------
+    #
+    # Items are not tasks. A fixed pool of workers (one per connection the batch may
+    # use, at most) takes the next thing to do: a poll that is due, else a trigger.
+    # Between polls an item is an entry in a timer heap, which one dispatcher task
+    # watches. Ten thousand executions in flight are then ten thousand small objects,
+    # not ten thousand tasks with their coroutines, sleeps and cancel scopes: far less
+    # for the event loop to run and for the garbage collector to walk. Each request is
+    # bounded by its item's deadline through the transport (aiohttp's own timeout).
+
     async def _run_items(self) -> None:
-        async with anyio.create_task_group() as items:
-            slots = anyio.CapacityLimiter(self.concurrency)
-            index = 0
-            async for payload in _iterate(self.payloads):
-                key = self.key(payload) if self.key is not None else index
-                holder = object()
-                try:  # a free slot is taken without a trip through the event loop...
-                    slots.acquire_on_behalf_of_nowait(holder)
-                except anyio.WouldBlock:
-                    await slots.acquire_on_behalf_of(holder)
-                items.start_soon(self._item, index, key, payload, slots, holder)
-                index += 1
-                if index % _YIELD_EVERY == 0:
-                    await anyio.lowlevel.checkpoint()  # ...but the loop still gets its turns
-
-    async def _item(
-        self, index: int, key: Any, payload: Any, slots: anyio.CapacityLimiter, holder: object
-    ) -> None:
+        client = self.client
+        client_slots = client._slot()
+        workers = min(self.concurrency, client._max_connections)
+        # Triggers may keep at most half the workers busy: in a burst of thousands, the
+        # polls that notice runs ending never queue behind triggers.
+        self._trigger_cap = max(1, workers // 2)
         try:
-            outcome = await self._outcome(index, key, payload)
-            try:
-                await self.send.send(outcome)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.scope.cancel()  # the consumer is gone
-                return
-            if self.fail_fast and outcome.exception is not None:
-                self.error = outcome.exception
-                self.scope.cancel()
+            async with anyio.create_task_group() as tasks:
+                for _ in range(workers):
+                    tasks.start_soon(self._worker)
+                tasks.start_soon(self._dispatch)
+                await self._pull(client_slots)
+                if self._in_flight:
+                    await self._all_done.wait()
+                tasks.cancel_scope.cancel()
         finally:
-            slots.release_on_behalf_of(holder)
+            for item in self._holding:
+                client_slots.release_on_behalf_of(item)
+            self._holding.clear()
 
-    async def _outcome(self, index: int, key: Any, payload: Any) -> Outcome[Any]:
-        client, journal = self.client, self.journal
-        state = journal.state(key) if journal is not None else None
-        if state is not None and state.outcome is not None:
-            return self._replay(state.outcome, index, key)
-        triggered: list[Execution] = []
-        duplicated = False
-
-        async def on_trigger(execution: Execution) -> None:
-            triggered.append(execution)
-            if journal is not None:
-                await journal.record_token(key, execution)
-
-        try:
-            async with held(client._slot()):
-                deadline = self.deadline_for()
+    async def _pull(self, client_slots: anyio.CapacityLimiter) -> None:
+        """Read payloads one at a time, each once a slot is free, and start them."""
+        journal, index = self.journal, 0
+        async for payload in _iterate(self.payloads):
+            key = self.key(payload) if self.key is not None else index
+            item = _Item(index, key, payload, journal.state(key) if journal else None)
+            index += 1
+            await _acquire(self._slots, item)
+            self._in_flight += 1
+            state = item.state
+            if state is not None and state.outcome is not None:
+                await self._deliver(item, self._replay(state.outcome, item.index, key))
+            else:
+                await _acquire(client_slots, item)
+                self._holding.add(item)
+                item.deadline = self.deadline_for()
                 if state is not None and state.token is not None:
-                    execution = Execution.from_token(state.token)
-                    triggered.append(execution)
-                    outcome = await client._wait(execution, None, deadline, self.result_type, False)
+                    await self._step(item, self._resume)
                 else:
-                    idempotency_key = None
-                    if journal is not None:
-                        honoured = client.provider.honours_idempotency_key
-                        # an intent without a token: the first trigger may have started a run
-                        duplicated = state is not None and not honoured
-                        state = state or await journal.record_intent(key)
-                        idempotency_key = state.idempotency_key if honoured else None
-                    outcome = await client._run(
-                        self.workflow_id,
-                        payload,
-                        deadline=deadline,
-                        result_type=self.result_type,
-                        idempotency_key=idempotency_key,
-                        on_trigger=on_trigger,
-                    )
+                    self._triggers.append(item)
+                    self._wake()
+            if index % _YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()  # the loop gets its turns
+        self._exhausted = True
+
+    def _wake(self) -> None:
+        if self._idle:
+            self._idle.popleft().set()
+
+    async def _worker(self) -> None:
+        due, triggers = self._due, self._triggers
+        while True:
+            if triggers and self._triggering < self._trigger_cap:
+                self._triggering += 1
+                try:
+                    await self._step(triggers.popleft(), self._trigger)
+                finally:
+                    self._triggering -= 1
+            elif due:
+                await self._step(due.popleft(), self._poll)
+            else:
+                event = anyio.Event()
+                self._idle.append(event)
+                await event.wait()
+
+    async def _dispatch(self) -> None:
+        """Move each item to the due queue when its poll is due (or its deadline comes)."""
+        heap, due = self._heap, self._due
+        while True:
+            now = anyio.current_time() + _EARLY
+            while heap and heap[0][0] <= now:
+                due.append(heapq.heappop(heap)[2])
+                self._wake()
+            self._sleeping_until = heap[0][0] if heap else math.inf
+            self._timer = timer = anyio.Event()
+            with anyio.CancelScope(deadline=self._sleeping_until):
+                await timer.wait()
+
+    def _schedule(self, item: _Item, poller: Poller) -> None:
+        due = min(anyio.current_time() + poller.delay(), item.deadline)
+        heapq.heappush(self._heap, (due, next(self._order), item))
+        if due < self._sleeping_until and self._timer is not None:
+            self._timer.set()
+
+    # -- one step of one item --------------------------------------------------------------
+
+    async def _step(self, item: _Item, action: Callable[[_Item], Awaitable[None]]) -> None:
+        try:
+            await action(item)
         except WorkflowTriggerError as exc:
-            if journal is not None and not triggered and _no_run_started(exc):
-                await journal.forget(key)
-            snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
-            return Outcome(
-                execution=triggered[0] if triggered else None,
-                status=snapshot.status if snapshot else None,
-                raw_status=snapshot.raw_status if snapshot else None,
-                index=index,
-                key=key,
-                exception=exc,
-                possibly_duplicated=duplicated,
-            )
-        outcome = attrs.evolve(outcome, index=index, key=key, possibly_duplicated=duplicated)
+            await self._deliver(item, await self._failed(item, exc))
+
+    async def _resume(self, item: _Item) -> None:
+        """An item the journal has a token for: wait on it, trigger nothing."""
+        assert item.state is not None and item.state.token is not None
+        item.execution = execution = Execution.from_token(item.state.token)
+        item.poller = poller = Poller(self.client, execution, None)
+        self._schedule(item, poller)
+
+    async def _trigger(self, item: _Item) -> None:
+        client, journal = self.client, self.journal
+        idempotency_key = None
         if journal is not None:
-            await journal.record_outcome(key, outcome)
-        return outcome
+            honoured = client.provider.honours_idempotency_key
+            # an intent without a token: the first trigger may have started a run
+            item.duplicated = item.state is not None and not honoured
+            item.state = item.state or await journal.record_intent(item.key)
+            idempotency_key = item.state.idempotency_key if honoured else None
+        try:
+            execution, first = await client._trigger(
+                self.workflow_id, item.payload, idempotency_key, None, item.deadline
+            )
+        except DeadlineReached:
+            raise trigger_timed_out(self.workflow_id) from None
+        item.execution = execution
+        if journal is not None:
+            await journal.record_token(item.key, execution)
+        item.poller = poller = Poller(client, execution, first)
+        if poller.done:
+            await self._finish(item, poller)
+        else:
+            self._schedule(item, poller)
+
+    async def _poll(self, item: _Item) -> None:
+        poller = item.poller
+        assert poller is not None
+        if anyio.current_time() + _EARLY >= item.deadline:
+            raise poller.timeout_error()
+        try:
+            snapshot = await poller.poll(item.deadline)
+        except DeadlineReached:
+            raise poller.timeout_error() from None
+        if snapshot.status.is_terminal:
+            await self._finish(item, poller)
+        else:
+            self._schedule(item, poller)
+
+    async def _finish(self, item: _Item, poller: Poller) -> None:
+        try:
+            outcome = await poller.finish(
+                self.result_type,
+                item.deadline,
+                index=item.index,
+                key=item.key,
+                possibly_duplicated=item.duplicated,
+            )
+        except DeadlineReached:
+            raise poller.timeout_error() from None
+        self.client._ended(outcome)
+        if self.journal is not None:
+            await self.journal.record_outcome(item.key, outcome)
+        await self._deliver(item, outcome)
+
+    async def _failed(self, item: _Item, exc: WorkflowTriggerError) -> Outcome[Any]:
+        if self.journal is not None and item.execution is None and _no_run_started(exc):
+            await self.journal.forget(item.key)
+        snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
+        return Outcome(
+            execution=item.execution,
+            status=snapshot.status if snapshot else None,
+            raw_status=snapshot.raw_status if snapshot else None,
+            index=item.index,
+            key=item.key,
+            exception=exc,
+            possibly_duplicated=item.duplicated,
+        )
+
+    async def _deliver(self, item: _Item, outcome: Outcome[Any]) -> None:
+        """Hand ``outcome`` to the consumer; the item keeps its batch slot until then."""
+        if item in self._holding:
+            self._holding.discard(item)
+            self.client._slot().release_on_behalf_of(item)
+        try:
+            try:
+                self.send.send_nowait(outcome)
+            except anyio.WouldBlock:
+                await self.send.send(outcome)  # a slow consumer: wait for it
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.scope.cancel()  # the consumer is gone
+            return
+        self._slots.release_on_behalf_of(item)
+        self._in_flight -= 1
+        if self.fail_fast and outcome.exception is not None:
+            self.error = outcome.exception
+            self.scope.cancel()
+        if self._exhausted and not self._in_flight:
+            self._all_done.set()
 
     def _replay(self, outcome: Outcome[Any], index: int, key: Any) -> Outcome[Any]:
         result = outcome.raw_result

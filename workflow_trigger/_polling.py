@@ -65,17 +65,22 @@ class Poller:
     def done(self) -> bool:
         return self.last is not None and self.last.status.is_terminal
 
-    async def next(self) -> Snapshot:
+    def delay(self) -> float:
+        """Seconds until the next poll: the server's hint, else the policy's schedule."""
         hint = self.last.retry_after if self.last is not None else None
-        delay = (
-            hint
-            if hint is not None
-            else self.client.poll_policy.delay(self.polls, self.client._rng)
-        )
-        await anyio.sleep(delay)
+        if hint is not None:
+            return hint
+        return self.client.poll_policy.delay(self.polls, self.client._rng)
+
+    async def next(self) -> Snapshot:
+        await anyio.sleep(self.delay())
+        return await self.poll()
+
+    async def poll(self, deadline: float | None = None) -> Snapshot:
+        """One poll now (``deadline``: see ``Transport.send``)."""
         if self._request is None:
             self._request = self.client.provider.status_request(self.execution)
-        self.last = snapshot = await self.client._status(self.execution, self._request)
+        self.last = snapshot = await self.client._status(self.execution, self._request, deadline)
         self.polls += 1
         self.changed(snapshot)
         return snapshot
@@ -89,8 +94,7 @@ class Poller:
             with anyio.CancelScope(deadline=deadline) as scope:
                 while not self.done:
                     await self.next()
-                assert self.last is not None
-                snapshot = await self._fetch_result(self.last)
+                outcome = await self.finish(result_type)
         except BaseException:
             if cancel_remote_on_exit:
                 await self._cancel_remote()
@@ -99,6 +103,15 @@ class Poller:
             if cancel_remote_on_exit:
                 await self._cancel_remote()
             raise self.timeout_error()
+        return outcome
+
+    async def finish(
+        self, result_type: type[Any] | None, deadline: float | None = None, **item: Any
+    ) -> Outcome[Any]:
+        """The ``Outcome`` of the ended execution (its result fetched first where the
+        platform keeps it apart); ``item`` adds ``run_many``'s fields."""
+        assert self.last is not None
+        snapshot = await self._fetch_result(self.last, deadline)
         execution, converter = self.execution, self.client._converter
         succeeded = snapshot.status is Status.SUCCEEDED
         return Outcome(
@@ -117,14 +130,15 @@ class Poller:
             started_at=snapshot.started_at or execution.triggered_at,
             finished_at=snapshot.finished_at or snapshot.observed_at,
             raw_status=snapshot.raw_status,
+            **item,
         )
 
-    async def _fetch_result(self, snapshot: Snapshot) -> Snapshot:
+    async def _fetch_result(self, snapshot: Snapshot, deadline: float | None) -> Snapshot:
         provider = self.client.provider
         request = provider.result_request(self.execution, snapshot)
         if request is None:
             return snapshot
-        response = await self.client._send(request)
+        response = await self.client._send(request, deadline)
         return provider.parse_result(self.execution, snapshot, response)
 
     async def _cancel_remote(self) -> None:

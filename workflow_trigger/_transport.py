@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import math
 import random
 import ssl
 import time
@@ -95,6 +96,15 @@ class held:
         self.limiter.release()
 
 
+class DeadlineReached(Exception):
+    """The caller's deadline passed before the request got its answer.
+
+    Internal: ``run_many`` bounds each request by its item's deadline this way
+    (aiohttp's own timeout, no cancel scope per request) and turns this into
+    ``PollTimeout`` or a ``TransportError`` saying what was left undone.
+    """
+
+
 class _NotSent(Exception):
     """The connection failed before a byte of the request was written."""
 
@@ -143,18 +153,25 @@ class Transport:
         self._checked_hosts: set[str] = set()
 
     async def send(
-        self, request: Request, *, max_body: int | None = None, to: str | None = None
+        self,
+        request: Request,
+        *,
+        max_body: int | None = None,
+        to: str | None = None,
+        deadline: float | None = None,
     ) -> Response:
         """Send ``request``, retrying it where safe; the final response, whatever its status.
 
         ``max_body`` overrides the body cap; with ``to``, a 2xx body is streamed into
-        that file (rewritten on each try) instead of memory.
+        that file (rewritten on each try) instead of memory. With ``deadline`` (loop
+        time), no try starts or waits past it and a try in flight is cut short at
+        it: ``DeadlineReached``.
         """
         attempts = self.retry.attempts
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                response = await self._send_once(request, max_body or self.max_body, to)
+                response = await self._send_once(request, max_body or self.max_body, to, deadline)
             except _NotSent as exc:
                 failure: TransportError | None = exc.error
                 retryable = True
@@ -169,11 +186,15 @@ class Transport:
                 if not retryable:
                     return response
                 retry_after = parse_retry_after(response.header("retry-after"))
+            if failure is not None and deadline is not None and self._past(deadline):
+                raise DeadlineReached  # the try was cut short by the deadline
             if not retryable or attempt == attempts - 1:
                 if failure is not None:
                     raise failure
                 return response
             delay = self.retry.delay(attempt, self.rng, retry_after)
+            if deadline is not None and self._past(deadline - delay):
+                raise DeadlineReached  # the retry could not start before the deadline
             reason = str(failure) if failure else f"HTTP {response.status}"
             if self.emit is not None:
                 event = RetryEvent(
@@ -198,15 +219,25 @@ class Transport:
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_once(self, request: Request, max_body: int, to: str | None) -> Response:
+    @staticmethod
+    def _past(deadline: float) -> bool:
+        return anyio.current_time() >= deadline
+
+    async def _send_once(
+        self, request: Request, max_body: int, to: str | None, deadline: float | None
+    ) -> Response:
         self._check_scheme(request)
         hold = self.hold_until.get(request.kind, 0.0)
         if hold > anyio.current_time():
+            if deadline is not None and hold >= deadline:
+                raise DeadlineReached  # the platform's window opens too late
             await anyio.sleep_until(hold)
         if self.limiter is not None:
             await self.limiter.acquire()
         async with held(self.connections):
-            return await self._exchange(request, max_body, to)
+            if deadline is not None and self._past(deadline):
+                raise DeadlineReached
+            return await self._exchange(request, max_body, to, deadline)
 
     def _check_scheme(self, request: Request) -> None:
         """Refuse to send credentials in clear text beyond this machine."""
@@ -229,11 +260,13 @@ class Transport:
             )
         self._checked_hosts.add(authority)
 
-    async def _exchange(self, request: Request, max_body: int, to: str | None) -> Response:
+    async def _exchange(
+        self, request: Request, max_body: int, to: str | None, deadline: float | None
+    ) -> Response:
         self.requests_sent += 1
         started = time.perf_counter()
         try:
-            return await self._exchange_once(request, max_body, to, started)
+            return await self._exchange_once(request, max_body, to, started, deadline)
         except (TransportError, _NotSent) as exc:
             self._emit_request(request, None, started, str(exc))
             raise
@@ -263,7 +296,12 @@ class Transport:
             self.emit(event)
 
     async def _exchange_once(
-        self, request: Request, max_body: int, to: str | None, started: float
+        self,
+        request: Request,
+        max_body: int,
+        to: str | None,
+        started: float,
+        deadline: float | None,
     ) -> Response:
         # aiohttp's exceptions carry the full URL, which may hold a key (Pinkfish puts
         # it in the path): ours are raised outside the except blocks, so none is
@@ -277,7 +315,7 @@ class Transport:
                 headers=request.headers,
                 data=_payload(request.body),
                 allow_redirects=False,
-                timeout=self._timeout_for(request),
+                timeout=self._timeout_for(request, deadline),
                 ssl=self.options.ssl,
             ) as resp:
                 if to is not None and 200 <= resp.status < 300:
@@ -328,10 +366,16 @@ class Transport:
                 await part.unlink(missing_ok=True)
             raise
 
-    def _timeout_for(self, request: Request) -> aiohttp.ClientTimeout:
-        if request.timeout is None or request.timeout <= (self.timeout.total or 0):
-            return self.timeout
-        return aiohttp.ClientTimeout(total=request.timeout, sock_connect=self.timeout.sock_connect)
+    def _timeout_for(self, request: Request, deadline: float | None) -> aiohttp.ClientTimeout:
+        timeout = self.timeout
+        total = timeout.total or math.inf
+        if request.timeout is not None and request.timeout > total:
+            total = request.timeout
+        if deadline is not None:
+            total = min(total, max(deadline - anyio.current_time(), 0.001))
+        if total == (timeout.total or math.inf):
+            return timeout
+        return aiohttp.ClientTimeout(total=total, sock_connect=timeout.sock_connect)
 
     async def _read_body(
         self,

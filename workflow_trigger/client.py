@@ -84,6 +84,13 @@ def _check_seconds(
         raise InvalidInputError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
+def trigger_timed_out(workflow_id: str) -> TransportError:
+    return TransportError(
+        f"the trigger of {workflow_id!r} got no answer before the deadline, so "
+        "whether a run started is unknown; raise timeout= or check the platform"
+    )
+
+
 class AsyncClient:
     """Triggers workflows on one platform and waits for their results.
 
@@ -219,8 +226,8 @@ class AsyncClient:
         """How many HTTP requests this client has sent, retries included."""
         return self._transport.requests_sent if self._transport else 0
 
-    async def _send(self, request: Request) -> Response:
-        return await self._open().send(request)
+    async def _send(self, request: Request, deadline: float | None = None) -> Response:
+        return await self._open().send(request, deadline=deadline)
 
     def _slot(self) -> anyio.CapacityLimiter:
         self._open()
@@ -259,6 +266,7 @@ class AsyncClient:
         payload: Any,
         idempotency_key: str | None,
         connection_id: str | None,
+        deadline: float | None = None,
     ) -> tuple[Execution, Snapshot | None]:
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
         context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
@@ -266,7 +274,7 @@ class AsyncClient:
         transport = self._open()
         assert self._trigger_slots is not None
         async with held(self._trigger_slots):
-            response = await transport.send(request)
+            response = await transport.send(request, deadline=deadline)
         triggered = self.provider.parse_trigger(workflow_id, response, context)
         if triggered.snapshot is not None:  # seen when the answer came, not when the request left
             triggered = attrs.evolve(
@@ -281,10 +289,13 @@ class AsyncClient:
         async with held(self._slot()):
             return await self._status(execution)
 
-    async def _status(self, execution: Execution, request: Request | None = None) -> Snapshot:
+    async def _status(
+        self, execution: Execution, request: Request | None = None, deadline: float | None = None
+    ) -> Snapshot:
         """One poll; ``request`` is the execution's status request when the caller kept it
         (it is a pure function of the execution, so a poll loop builds it once)."""
-        response = await self._send(request or self.provider.status_request(execution))
+        request = request or self.provider.status_request(execution)
+        response = await self._send(request, deadline)
         snapshot = self.provider.parse_status(execution, response, _now())
         hint = parse_retry_after(response.header("retry-after"))
         if hint is not None and not snapshot.status.is_terminal:
@@ -468,10 +479,7 @@ class AsyncClient:
                 workflow_id, payload, idempotency_key, connection_id
             )
         if scope.cancelled_caught:
-            raise TransportError(
-                f"the trigger of {workflow_id!r} got no answer before the deadline, so "
-                "whether a run started is unknown; raise timeout= or check the platform"
-            )
+            raise trigger_timed_out(workflow_id)
         if on_trigger is not None:
             await on_trigger(execution)
         return await self._wait(
@@ -496,6 +504,13 @@ class AsyncClient:
         """Poll until the end under ``deadline``, without taking a slot."""
         poller = Poller(self, execution, first, on_snapshot)
         outcome = await poller.outcome(deadline, result_type, cancel_remote_on_exit)
+        self._ended(outcome)
+        return outcome
+
+    def _ended(self, outcome: Outcome[Any]) -> None:
+        """Report an execution's end: the ``OutcomeEvent`` hook and one INFO line."""
+        execution = outcome.execution
+        assert execution is not None
         if self._on_event is not None:
             self._emit(
                 OutcomeEvent(
@@ -512,7 +527,6 @@ class AsyncClient:
             outcome.raw_status,
             outcome.polls,
         )
-        return outcome
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
