@@ -10,7 +10,7 @@ import pytest
 from _support import FAST
 
 import workflow_trigger as wt
-from workflow_trigger.testing import Emulator, Scenario
+from workflow_trigger.testing import Emulator, Fault, Scenario
 
 
 async def test_every_index_exactly_once_within_the_concurrency(
@@ -177,3 +177,78 @@ async def test_run_many_needs_the_client_context(
     client = make_client()
     with pytest.raises(wt.UnsupportedOperation, match="async with"):
         client.run_many("wf", [{}])
+
+
+# -- the engine: items are not tasks, each request is bounded by its item's deadline ------
+
+
+async def test_a_batch_runs_on_a_pool_of_workers_not_a_task_per_item(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=(0.05, 0.2), result=lambda p: p["i"]))
+    most_tasks = 0
+    async with make_client(max_connections=8) as client:
+        payloads = [{"i": i} for i in range(300)]
+        async for outcome in client.run_many("wf", payloads, concurrency=300):
+            assert outcome.ok and outcome.result == outcome.index
+            sdk_tasks = [
+                task
+                for task in anyio.get_running_tasks()
+                if task.name.startswith(("workflow_trigger.", "run_many"))
+            ]
+            most_tasks = max(most_tasks, len(sdk_tasks))
+    # 300 runs went on at once, on 8 workers, the dispatcher and the driver
+    assert emulator.max_in_flight > 100
+    assert 8 < most_tasks <= 8 + 2
+
+
+async def test_a_hanging_poll_ends_at_the_items_deadline(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    emulator.add_fault(Fault.slow(count=100, delay=30, on="poll"))
+    with anyio.fail_after(5):  # not after the 30 s hang, nor the 30 s request timeout
+        [outcome] = [o async for o in client.run_many("slow", [{}], timeout=0.3)]
+    assert isinstance(outcome.exception, wt.PollTimeout)
+    assert outcome.execution is not None
+
+
+async def test_a_retry_that_cannot_start_before_the_deadline_is_not_waited_for(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    emulator.add_fault(Fault.server_error(count=100, on="poll"))
+    retry = wt.RetryPolicy(attempts=5, backoff=30, max_backoff=30)
+    async with make_client(retry=retry, seed=1) as client:
+        with anyio.fail_after(5):
+            [outcome] = [o async for o in client.run_many("slow", [{}], timeout=0.5)]
+    assert isinstance(outcome.exception, wt.PollTimeout)
+
+
+async def test_a_trigger_unanswered_at_the_deadline_says_a_run_may_have_started(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.add_fault(Fault.slow(count=1, delay=30, on="trigger"))
+    with anyio.fail_after(5):
+        [outcome] = [o async for o in client.run_many("wf", [{}], timeout=0.3)]
+    assert isinstance(outcome.exception, wt.TransportError)
+    assert "no answer before the deadline" in str(outcome.exception)
+    assert outcome.execution is None
+
+
+async def test_leaving_a_batch_early_gives_back_the_clients_slots(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.0, result=1))
+    emulator.scenario("slow", Scenario(duration=60))
+    async with make_client(max_concurrency=4) as client:
+        with anyio.move_on_after(0.3):
+            async for _ in client.run_many("slow", [{}] * 10, concurrency=4, timeout=None):
+                pass  # pragma: no cover - nothing ends
+        assert emulator.triggers("slow") == 4
+        # Every slot the batch held is free again: four runs fit at once.
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(4):
+                    tasks.start_soon(client.run, "wf", {})
+        assert emulator.triggers("wf") == 4
