@@ -275,6 +275,22 @@ async def test_bad_input_is_refused_before_any_request(
     assert emulator.requests == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("request_timeout", 0, "request_timeout must be a positive number of seconds"),
+        ("connect_timeout", float("inf"), "connect_timeout must be a finite number of seconds"),
+        ("rate_limit", -5, "rate_limit must be a positive number of requests per second"),
+        ("rate_limit", float("nan"), "rate_limit must be a positive number of requests per second"),
+    ],
+)
+async def test_bad_client_options_say_what_they_must_be(
+    make_client: Any, option: str, value: float, message: str
+) -> None:
+    with pytest.raises(wt.InvalidInputError, match=message):
+        make_client(**{option: value})
+
+
 async def test_an_execution_of_another_platform_is_refused(client: wt.AsyncClient) -> None:
     ex = wt.Execution.from_token(
         wt.Execution(

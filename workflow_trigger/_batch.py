@@ -4,9 +4,20 @@ How it works. A driver task, started in the client's task group on the first
 ``__anext__``, pulls payloads one at a time, and only once one of the
 batch's ``concurrency`` slots is free (a ``CapacityLimiter`` borrowed on
 behalf of each item), so a generator of ten million payloads is never
-materialised. Each item runs trigger + wait in a task of the driver's task
-group and sends its ``Outcome`` into a bounded memory object stream; an item
-keeps its slot until the stream took its outcome, so a slow consumer slows
+materialised.
+
+Items are not tasks. A fixed pool of workers, one per connection the batch
+may use, takes the next thing to do: a trigger (while fewer than half the
+workers are triggering), else a poll that is due. Between its polls an item
+is an entry in a timer heap that one dispatcher task watches. Ten thousand
+executions in flight are then ten thousand small objects rather than ten
+thousand tasks with their coroutines, sleeps and cancel scopes: far less for
+the event loop to run and for the garbage collector to walk. Each request is
+bounded by its item's deadline through the transport (aiohttp's own timeout),
+and no request or retry starts after it.
+
+An ended item's ``Outcome`` goes into a bounded memory object stream; the
+item keeps its slot until the stream took it, so a slow consumer slows
 triggering instead of growing memory.
 
 The driver lives in the client's task group, not in the consumer's frame:
@@ -266,15 +277,7 @@ class _Driver:
             self.send.close()
             self.finished.set()
 
-    # -- the engine ----------------------------------------------------------------------
-    #
-    # Items are not tasks. A fixed pool of workers (one per connection the batch may
-    # use, at most) takes the next thing to do: a poll that is due, else a trigger.
-    # Between polls an item is an entry in a timer heap, which one dispatcher task
-    # watches. Ten thousand executions in flight are then ten thousand small objects,
-    # not ten thousand tasks with their coroutines, sleeps and cancel scopes: far less
-    # for the event loop to run and for the garbage collector to walk. Each request is
-    # bounded by its item's deadline through the transport (aiohttp's own timeout).
+    # -- the engine (see the module docstring) ------------------------------------------
 
     async def _run_items(self) -> None:
         client = self.client

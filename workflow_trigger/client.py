@@ -37,7 +37,7 @@ from ._transport import RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
-from .policies import PollPolicy, RetryPolicy, parse_retry_after
+from .policies import PollPolicy, RetryPolicy, check_positive, parse_retry_after
 from .providers.base import (
     Control,
     Provider,
@@ -71,17 +71,6 @@ DEFAULT: Any = _Default()
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _check_seconds(
-    name: str, value: Any, *, allow_none: bool = False, allow_inf: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
-    if value == float("inf") and not allow_inf:
-        raise InvalidInputError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
 def trigger_timed_out(workflow_id: str) -> TransportError:
@@ -127,9 +116,9 @@ class AsyncClient:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
-        _check_seconds("request_timeout", request_timeout)
-        _check_seconds("connect_timeout", connect_timeout)
-        _check_seconds("rate_limit", rate_limit, allow_none=True)
+        check_positive("request_timeout", request_timeout)
+        check_positive("connect_timeout", connect_timeout)
+        check_positive("rate_limit", rate_limit, unit="requests per second", allow_none=True)
         if not isinstance(max_body, int) or max_body < 1:
             raise InvalidInputError(f"max_body must be a number of bytes >= 1, got {max_body!r}")
         self.provider = provider
@@ -270,7 +259,7 @@ class AsyncClient:
     ) -> tuple[Execution, Snapshot | None]:
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
         context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
-        request = self.provider.trigger_request(workflow_id, payload, options, context)
+        request = self.provider.trigger_request(workflow_id, payload, context)
         transport = self._open()
         assert self._trigger_slots is not None
         async with held(self._trigger_slots):
@@ -489,7 +478,7 @@ class AsyncClient:
     def _deadline(self, timeout: float | None) -> float:
         if timeout is DEFAULT:
             timeout = self.poll_policy.timeout
-        _check_seconds("timeout", timeout, allow_none=True, allow_inf=True)
+        check_positive("timeout", timeout, allow_none=True, allow_inf=True)
         return anyio.current_time() + timeout if timeout is not None else float("inf")
 
     async def _wait(

@@ -19,15 +19,26 @@ from .errors import InvalidInputError
 __all__ = ["PollPolicy", "RetryPolicy", "parse_retry_after"]
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None and attribute.name == "timeout":
-        return  # no overall deadline
+def check_positive(
+    name: str,
+    value: Any,
+    *,
+    unit: str = "seconds",
+    allow_none: bool = False,
+    allow_inf: bool = False,
+) -> None:
+    """Refuse anything but a positive number of ``unit`` (None or infinity where allowed)."""
+    if value is None and allow_none:
+        return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise InvalidInputError(
-            f"{attribute.name} must be a positive number of seconds, got {value!r}"
-        )
-    if math.isinf(value) and attribute.name != "timeout":
-        raise InvalidInputError(f"{attribute.name} must be finite, got {value!r}")
+        raise InvalidInputError(f"{name} must be a positive number of {unit}, got {value!r}")
+    if math.isinf(value) and not allow_inf:
+        raise InvalidInputError(f"{name} must be a finite number of {unit}, got {value!r}")
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    no_end = attribute.name == "timeout"  # None or infinity: wait without end
+    check_positive(attribute.name, value, allow_none=no_end, allow_inf=no_end)
 
 
 def _fraction(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:

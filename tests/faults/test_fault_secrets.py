@@ -33,7 +33,7 @@ from _platforms import PINKFISH, Platform
 from _servers import Blackhole, FaultProxy
 
 import workflow_trigger as wt
-from workflow_trigger.providers.base import TriggerContext, TriggerOptions
+from workflow_trigger.providers.base import TriggerContext
 from workflow_trigger.testing import Emulator, Fault, Scenario
 
 MakeClient = Callable[..., wt.AsyncClient]
@@ -135,7 +135,7 @@ async def test_nothing_the_sdk_shows_holds_a_secret(
         ex = outcome.execution
         seen.show(outcome, ex, ex.token(), wt.Execution.from_token(ex.token()), outcome.error)
         context = TriggerContext(now=dt.datetime.now(dt.timezone.utc), message_id="msg_1")
-        seen.show(provider.trigger_request(wf, {"a": 1}, TriggerOptions(), context))
+        seen.show(provider.trigger_request(wf, {"a": 1}, context))
         for artifact in outcome.artifacts:
             seen.show(artifact, await client.download(artifact))
         if variant.polls:

@@ -74,7 +74,7 @@ def test_is_a_provider_with_the_documented_defaults() -> None:
 
 def test_trigger_request_from_the_document() -> None:
     payload = {"orderId": "ord_001", "userId": "usr_42", "amount": 4999}
-    req = steps().trigger_request("wf_abc123", payload, TriggerOptions(), CONTEXT)
+    req = steps().trigger_request("wf_abc123", payload, CONTEXT)
     assert req.kind == "trigger" and req.method == "POST"
     assert req.url == f"{BASE}/api/workflows/wf_abc123/trigger"
     assert req.headers["Authorization"] == f"Bearer {KEY}"
@@ -85,21 +85,23 @@ def test_trigger_request_from_the_document() -> None:
 
 def test_connection_override_and_empty_params() -> None:
     options = TriggerOptions(connection_id="conn_other")
-    req = steps().trigger_request("wf", None, options, CONTEXT)
+    req = steps().trigger_request("wf", None, attrs.evolve(CONTEXT, options=options))
     assert json.loads(req.body or b"") == {"connectionId": "conn_other", "params": {}}
 
 
 def test_idempotency_keys_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="idempotency"):
-        steps().trigger_request("wf", {}, TriggerOptions(idempotency_key="k"), CONTEXT)
+        steps().trigger_request(
+            "wf", {}, attrs.evolve(CONTEXT, options=TriggerOptions(idempotency_key="k"))
+        )
 
 
 def test_params_over_100_kb_are_refused_before_sending() -> None:
     overhead = len(json.dumps({"a": ""}, separators=(",", ":")))
     at_limit = {"a": "x" * (102_400 - overhead)}
-    steps().trigger_request("wf", at_limit, TriggerOptions(), CONTEXT)
+    steps().trigger_request("wf", at_limit, CONTEXT)
     with pytest.raises(PayloadTooLarge, match="102,400") as info:
-        steps().trigger_request("wf", {"a": "x" * (102_401 - overhead)}, TriggerOptions(), CONTEXT)
+        steps().trigger_request("wf", {"a": "x" * (102_401 - overhead)}, CONTEXT)
     assert info.value.status_code is None
 
 
@@ -109,14 +111,14 @@ def test_the_params_limit_counts_javascript_characters_not_bytes(char: str, unit
     overhead = len(json.dumps({"a": ""}, separators=(",", ":")))
     room = 102_400 - overhead
     at_limit = {"a": char * (room // units) + "x" * (room % units)}
-    steps().trigger_request("wf", at_limit, TriggerOptions(), CONTEXT)
+    steps().trigger_request("wf", at_limit, CONTEXT)
     over = {"a": char * (room // units) + "x" * (room % units + 1)}
     with pytest.raises(PayloadTooLarge, match="102,401 characters"):
-        steps().trigger_request("wf", over, TriggerOptions(), CONTEXT)
+        steps().trigger_request("wf", over, CONTEXT)
 
 
 def test_path_characters_cannot_escape_their_segment() -> None:
-    req = steps().trigger_request("a/../b?x#y", {}, TriggerOptions(), CONTEXT)
+    req = steps().trigger_request("a/../b?x#y", {}, CONTEXT)
     assert req.url == f"{BASE}/api/workflows/a%2F..%2Fb%3Fx%23y/trigger"
     ex = Execution(
         provider="awaitstep", workflow_id="a/../b", execution_id="r?x#y", triggered_at=NOW
@@ -387,7 +389,7 @@ FN_URL = "https://order-fn.acct.workers.dev"
 
 def test_function_trigger_posts_the_payload_unwrapped() -> None:
     fn = AwaitStepFunction(FN_URL, headers={"CF-Access-Client-Secret": "cf_secret_value"})
-    req = fn.trigger_request("orders", {"orderId": "ord_001"}, TriggerOptions(), CONTEXT)
+    req = fn.trigger_request("orders", {"orderId": "ord_001"}, CONTEXT)
     assert req.kind == "trigger" and req.method == "POST" and req.url == FN_URL
     assert json.loads(req.body or b"") == {"orderId": "ord_001"}
     assert req.headers["Content-Type"] == "application/json"
@@ -468,7 +470,7 @@ def test_function_has_no_run_record_and_no_controls() -> None:
 )
 def test_function_refuses_what_it_cannot_honour(options: TriggerOptions, name: str) -> None:
     with pytest.raises(InvalidInputError):
-        AwaitStepFunction(FN_URL).trigger_request(name, {}, options, CONTEXT)
+        AwaitStepFunction(FN_URL).trigger_request(name, {}, attrs.evolve(CONTEXT, options=options))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from workflow_trigger import (
@@ -46,7 +47,7 @@ def execution(provider: Codika) -> Execution:
 
 def test_trigger_request_wraps_payload_and_sends_the_instance_key() -> None:
     codika = Codika("pi_123", api_key=KEY)
-    req = codika.trigger_request("main-workflow", {"text": "hi"}, TriggerOptions(), CONTEXT)
+    req = codika.trigger_request("main-workflow", {"text": "hi"}, CONTEXT)
     assert req.method == "POST"
     assert req.url == "https://api.codika.io/webhook/pi_123/main-workflow"
     assert req.headers["X-API-Key"] == KEY
@@ -56,13 +57,13 @@ def test_trigger_request_wraps_payload_and_sends_the_instance_key() -> None:
 
 
 def test_workflows_without_input_send_an_empty_payload() -> None:
-    req = Codika("pi", api_key=KEY).trigger_request("r", None, TriggerOptions(), CONTEXT)
+    req = Codika("pi", api_key=KEY).trigger_request("r", None, CONTEXT)
     assert json.loads(req.body or b"") == {"payload": {}}
 
 
 def test_query_auth_puts_the_key_in_the_url_and_redacts_it() -> None:
     codika = Codika("pi_123", api_key=KEY, auth="query")
-    req = codika.trigger_request("wf", {}, TriggerOptions(), CONTEXT)
+    req = codika.trigger_request("wf", {}, CONTEXT)
     assert req.url.endswith(f"?api_key={KEY}")
     assert "X-API-Key" not in req.headers
     assert KEY not in req.redacted_url and "api_key=***" in req.redacted_url
@@ -91,7 +92,7 @@ def test_standard_webhooks_published_test_vector() -> None:
 def test_signed_triggers_carry_the_signature_not_the_key() -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     codika = Codika("pi", api_key=KEY, signing_secret=secret)
-    req = codika.trigger_request("wf", {"a": 1}, TriggerOptions(), CONTEXT)
+    req = codika.trigger_request("wf", {"a": 1}, CONTEXT)
     assert req.headers["webhook-id"] == "msg_1"
     assert req.headers["webhook-timestamp"] == str(int(NOW.timestamp()))
     expected = sign_standard_webhook(secret, "msg_1", int(NOW.timestamp()), req.body or b"")
@@ -130,24 +131,24 @@ def test_bad_configuration_is_refused(kwargs: dict[str, Any]) -> None:
 @pytest.mark.parametrize("workflow_id", ["", "  ", ".", "..", "a\nb", None, 3])
 def test_bad_workflow_ids_are_refused(workflow_id: Any) -> None:
     with pytest.raises(InvalidInputError):
-        Codika("pi", api_key=KEY).trigger_request(workflow_id, {}, TriggerOptions(), CONTEXT)
+        Codika("pi", api_key=KEY).trigger_request(workflow_id, {}, CONTEXT)
 
 
 def test_path_characters_cannot_escape_their_segment() -> None:
-    req = Codika("pi", api_key=KEY).trigger_request("a/../b?x#y", {}, TriggerOptions(), CONTEXT)
+    req = Codika("pi", api_key=KEY).trigger_request("a/../b?x#y", {}, CONTEXT)
     assert req.url == "https://api.codika.io/webhook/pi/a%2F..%2Fb%3Fx%23y"
 
 
 @pytest.mark.parametrize("payload", [{"x": float("nan")}, {"x": float("inf")}, {"x": object()}])
 def test_unserialisable_payloads_are_refused(payload: Any) -> None:
     with pytest.raises(InvalidInputError, match="JSON"):
-        Codika("pi", api_key=KEY).trigger_request("wf", payload, TriggerOptions(), CONTEXT)
+        Codika("pi", api_key=KEY).trigger_request("wf", payload, CONTEXT)
 
 
 def test_idempotency_keys_are_refused_because_codika_has_none() -> None:
     with pytest.raises(InvalidInputError, match="idempotency"):
         Codika("pi", api_key=KEY).trigger_request(
-            "wf", {}, TriggerOptions(idempotency_key="k"), CONTEXT
+            "wf", {}, attrs.evolve(CONTEXT, options=TriggerOptions(idempotency_key="k"))
         )
 
 

@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from workflow_trigger import (
@@ -104,7 +105,7 @@ def test_is_a_provider_with_the_documented_defaults() -> None:
 
 def test_trigger_request_from_the_document() -> None:
     payload = {"user_request": "process this data"}
-    req = pinkfish().trigger_request("trg_1", payload, TriggerOptions(), CONTEXT)
+    req = pinkfish().trigger_request("trg_1", payload, CONTEXT)
     assert req.kind == "trigger" and req.method == "POST"
     assert req.url == f"{BASE}/ext/triggers/trg_1"
     assert req.headers["X-API-KEY"] == KEY
@@ -116,13 +117,13 @@ def test_trigger_request_from_the_document() -> None:
 
 
 def test_sync_mode_asks_pinkfish_to_wait() -> None:
-    req = pinkfish(wait="sync").trigger_request("trg_1", None, TriggerOptions(), CONTEXT)
+    req = pinkfish(wait="sync").trigger_request("trg_1", None, CONTEXT)
     assert req.headers["x-api-wait"] == "true"
     assert json.loads(req.body or b"") == {}
 
 
 def test_webhook_trigger_puts_the_key_in_the_path_and_masks_it() -> None:
-    req = pinkfish(trigger="webhook").trigger_request("trg_1", {}, TriggerOptions(), CONTEXT)
+    req = pinkfish(trigger="webhook").trigger_request("trg_1", {}, CONTEXT)
     assert req.url == f"{BASE}/ext/webhook/{KEY}/triggers/trg_1"
     assert "X-API-KEY" not in req.headers
     assert req.redacted_url == f"{BASE}/ext/webhook/***/triggers/trg_1"
@@ -131,14 +132,14 @@ def test_webhook_trigger_puts_the_key_in_the_path_and_masks_it() -> None:
 def test_a_key_that_needs_encoding_is_encoded_and_masked_in_both_forms() -> None:
     key = "k/ey?with#odd chars"
     provider = Pinkfish(key, trigger="webhook")
-    req = provider.trigger_request("trg", {}, TriggerOptions(), CONTEXT)
+    req = provider.trigger_request("trg", {}, CONTEXT)
     assert req.url == f"{BASE}/ext/webhook/k%2Fey%3Fwith%23odd%20chars/triggers/trg"
     assert req.redacted_url == f"{BASE}/ext/webhook/***/triggers/trg"
     assert key not in provider.redact(f"said {key}")
 
 
 def test_path_characters_cannot_escape_their_segment() -> None:
-    req = pinkfish().trigger_request("a/../b?x#y", {}, TriggerOptions(), CONTEXT)
+    req = pinkfish().trigger_request("a/../b?x#y", {}, CONTEXT)
     assert req.url == f"{BASE}/ext/triggers/a%2F..%2Fb%3Fx%23y"
     ex = Execution(
         provider="pinkfish",
@@ -156,7 +157,7 @@ def test_path_characters_cannot_escape_their_segment() -> None:
 )
 def test_idempotency_keys_and_connections_are_refused(options: TriggerOptions) -> None:
     with pytest.raises(InvalidInputError, match="idempotency"):
-        pinkfish().trigger_request("trg", {}, options, CONTEXT)
+        pinkfish().trigger_request("trg", {}, attrs.evolve(CONTEXT, options=options))
 
 
 @pytest.mark.parametrize(

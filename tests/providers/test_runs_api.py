@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from workflow_trigger import (
@@ -77,9 +78,7 @@ def test_is_a_provider_with_the_documented_defaults() -> None:
 
 
 def test_trigger_request_from_the_document() -> None:
-    req = runs().trigger_request(
-        "wf_abc123", {"customerId": "cus_xxx", "amount": 9900}, TriggerOptions(), CONTEXT
-    )
+    req = runs().trigger_request("wf_abc123", {"customerId": "cus_xxx", "amount": 9900}, CONTEXT)
     assert req.kind == "trigger" and req.method == "POST"
     assert req.url == f"{BASE}/api/v1/workflows/wf_abc123/run"
     assert req.headers["x-api-key"] == KEY
@@ -90,13 +89,15 @@ def test_trigger_request_from_the_document() -> None:
 
 
 def test_no_payload_sends_an_empty_input() -> None:
-    req = runs().trigger_request("wf", None, TriggerOptions(), CONTEXT)
+    req = runs().trigger_request("wf", None, CONTEXT)
     assert json.loads(req.body or b"") == {"input": {}}
 
 
 def test_an_idempotency_key_is_sent_and_makes_the_trigger_retryable() -> None:
     options = TriggerOptions(idempotency_key="process-order-123")
-    req = runs().trigger_request("wf", {"orderId": "order_123"}, options, CONTEXT)
+    req = runs().trigger_request(
+        "wf", {"orderId": "order_123"}, attrs.evolve(CONTEXT, options=options)
+    )
     assert json.loads(req.body or b"")["idempotencyKey"] == "process-order-123"
     assert req.retry_after_send is True
 
@@ -104,22 +105,26 @@ def test_an_idempotency_key_is_sent_and_makes_the_trigger_retryable() -> None:
 @pytest.mark.parametrize("key", ["", "  "])
 def test_blank_idempotency_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidInputError, match="idempotency_key"):
-        runs().trigger_request("wf", {}, TriggerOptions(idempotency_key=key), CONTEXT)
+        runs().trigger_request(
+            "wf", {}, attrs.evolve(CONTEXT, options=TriggerOptions(idempotency_key=key))
+        )
 
 
 def test_connection_id_from_the_provider_or_the_options() -> None:
     provider = runs(connection_id="conn_production_stripe")
-    body = json.loads(provider.trigger_request("wf", {}, TriggerOptions(), CONTEXT).body or b"")
+    body = json.loads(provider.trigger_request("wf", {}, CONTEXT).body or b"")
     assert body["connectionId"] == "conn_production_stripe"
     options = TriggerOptions(connection_id="conn_sandbox")
-    body = json.loads(provider.trigger_request("wf", {}, options, CONTEXT).body or b"")
+    body = json.loads(
+        provider.trigger_request("wf", {}, attrs.evolve(CONTEXT, options=options)).body or b""
+    )
     assert body["connectionId"] == "conn_sandbox"
-    body = json.loads(runs().trigger_request("wf", {}, TriggerOptions(), CONTEXT).body or b"")
+    body = json.loads(runs().trigger_request("wf", {}, CONTEXT).body or b"")
     assert "connectionId" not in body
 
 
 def test_path_characters_cannot_escape_their_segment() -> None:
-    req = runs().trigger_request("a/../b?x#y", {}, TriggerOptions(), CONTEXT)
+    req = runs().trigger_request("a/../b?x#y", {}, CONTEXT)
     assert req.url == f"{BASE}/api/v1/workflows/a%2F..%2Fb%3Fx%23y/run"
     ex = Execution(
         provider="runs_api", workflow_id="wf", execution_id="r/../x?y#z", triggered_at=NOW
@@ -130,7 +135,7 @@ def test_path_characters_cannot_escape_their_segment() -> None:
 @pytest.mark.parametrize("workflow_id", ["", ".", "..", "a\nb", None])
 def test_bad_workflow_ids_are_refused(workflow_id: Any) -> None:
     with pytest.raises(InvalidInputError):
-        runs().trigger_request(workflow_id, {}, TriggerOptions(), CONTEXT)
+        runs().trigger_request(workflow_id, {}, CONTEXT)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +154,7 @@ def test_bad_configuration_is_refused(args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def test_trailing_slash_in_base_url_is_dropped() -> None:
-    req = RunsApi(BASE + "/", KEY).trigger_request("wf", {}, TriggerOptions(), CONTEXT)
+    req = RunsApi(BASE + "/", KEY).trigger_request("wf", {}, CONTEXT)
     assert req.url == f"{BASE}/api/v1/workflows/wf/run"
 
 

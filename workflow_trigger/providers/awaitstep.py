@@ -51,7 +51,6 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
-    TriggerOptions,
     as_object,
     check_base_url,
     error_for_status,
@@ -160,9 +159,8 @@ class AwaitStep(ProviderBase):
 
     # -- trigger -----------------------------------------------------------------
 
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
+    def trigger_request(self, workflow_id: str, payload: Any, context: TriggerContext) -> Request:
+        options = context.options
         if options.idempotency_key is not None:
             raise InvalidInputError(
                 "AwaitStep has no idempotency keys: a retried trigger always starts a new "

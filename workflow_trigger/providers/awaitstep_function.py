@@ -26,7 +26,6 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
-    TriggerOptions,
     check_base_url,
     error_for_status,
     json_body,
@@ -75,9 +74,8 @@ class AwaitStepFunction(ProviderBase):
         values |= {v.split()[-1] for v in values if len(v.split()) > 1}
         return tuple(Secret(v) for v in sorted(values, key=len, reverse=True) if v)
 
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
+    def trigger_request(self, workflow_id: str, payload: Any, context: TriggerContext) -> Request:
+        options = context.options
         if not isinstance(workflow_id, str) or not workflow_id.strip():
             raise InvalidInputError(
                 f"the function name must be a non-empty string, got {workflow_id!r}"

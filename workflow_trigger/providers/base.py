@@ -9,7 +9,7 @@ cancellation in one place.
 
 The client drives a provider like this::
 
-    req = provider.trigger_request(workflow_id, payload, options, context)
+    req = provider.trigger_request(workflow_id, payload, context)
     triggered = provider.parse_trigger(workflow_id, response, context)
     req = provider.status_request(execution)                 # repeatedly
     snap = provider.parse_status(execution, response, now)   # until terminal
@@ -157,7 +157,6 @@ class Provider(Protocol):
         self,
         workflow_id: str,
         payload: Any,
-        options: TriggerOptions,
         context: TriggerContext,
     ) -> Request: ...
 

@@ -37,7 +37,6 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
-    TriggerOptions,
     as_object,
     check_base_url,
     error_for_status,
@@ -165,9 +164,8 @@ class Codika(ProviderBase):
 
     # -- trigger -----------------------------------------------------------------
 
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
+    def trigger_request(self, workflow_id: str, payload: Any, context: TriggerContext) -> Request:
+        options = context.options
         if options.idempotency_key is not None:
             raise InvalidInputError(
                 "Codika has no idempotency keys: a retried trigger always starts a new "

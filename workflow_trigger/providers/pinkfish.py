@@ -43,7 +43,6 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
-    TriggerOptions,
     as_object,
     check_base_url,
     error_for_status,
@@ -163,9 +162,8 @@ class Pinkfish(ProviderBase):
 
     # -- trigger -----------------------------------------------------------------
 
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
+    def trigger_request(self, workflow_id: str, payload: Any, context: TriggerContext) -> Request:
+        options = context.options
         if options.idempotency_key is not None or options.connection_id is not None:
             raise InvalidInputError(
                 "Pinkfish has neither idempotency keys nor connections: a retried trigger "

@@ -48,7 +48,6 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
-    TriggerOptions,
     as_object,
     check_base_url,
     error_for_status,
@@ -173,9 +172,8 @@ class RunsApi(ProviderBase):
 
     # -- trigger -----------------------------------------------------------------
 
-    def trigger_request(
-        self, workflow_id: str, payload: Any, options: TriggerOptions, context: TriggerContext
-    ) -> Request:
+    def trigger_request(self, workflow_id: str, payload: Any, context: TriggerContext) -> Request:
+        options = context.options
         path = f"workflows/{path_segment(workflow_id, 'workflow id')}/run"
         data: dict[str, Any] = {"input": {} if payload is None else payload}
         connection = options.connection_id or self.connection_id
