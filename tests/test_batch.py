@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 from collections.abc import Callable, Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from _support import FAST
 
@@ -252,3 +255,36 @@ async def test_leaving_a_batch_early_gives_back_the_clients_slots(
                 for _ in range(4):
                     tasks.start_soon(client.run, "wf", {})
         assert emulator.triggers("wf") == 4
+
+
+class _Payload(dict):  # type: ignore[type-arg]
+    """A payload a test can hold a weak reference to (a plain dict cannot be)."""
+
+
+async def test_a_payload_is_let_go_once_its_trigger_is_sent(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    refs: list[weakref.ref[_Payload]] = []
+
+    def payloads() -> Iterator[_Payload]:
+        for i in range(10):
+            payload = _Payload(i=i, blob="x" * 100_000)
+            refs.append(weakref.ref(payload))
+            yield payload
+
+    def all_polled() -> bool:
+        runs = emulator.executions
+        return len(runs) == 10 and all(emulator.polls(run.id) >= 1 for run in runs)
+
+    async with anyio.create_task_group() as tasks:
+        batch = client.run_many("slow", payloads(), concurrency=10, timeout=None)
+        tasks.start_soon(batch.__anext__)
+        with anyio.fail_after(5):
+            # each item's first poll comes after its trigger was answered
+            await emulator.wait_until(all_polled)
+        gc.collect()
+        # every run is still going on, and not one payload is held any more
+        assert len(refs) == 10 and all(ref() is None for ref in refs)
+        tasks.cancel_scope.cancel()
+    await batch.aclose()

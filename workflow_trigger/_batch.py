@@ -388,9 +388,10 @@ class _Driver:
             item.duplicated = item.state is not None and not honoured
             item.state = item.state or await journal.record_intent(item.key)
             idempotency_key = item.state.idempotency_key if honoured else None
+        payload, item.payload = item.payload, None  # polls do not need it: let it go
         try:
             execution, first = await client._trigger(
-                self.workflow_id, item.payload, idempotency_key, None, item.deadline
+                self.workflow_id, payload, idempotency_key, None, item.deadline
             )
         except DeadlineReached:
             raise trigger_timed_out(self.workflow_id) from None
