@@ -188,6 +188,14 @@ def targets(medians: dict[tuple[str, int], dict[str, Any]], ns: list[int]) -> li
                 ratio <= 1.1,
                 f"{ratio:.2f}x ({sync[field]:.3f} vs {asyn[field]:.3f})" + noise(sync, asyn, field),
             )
+    journaled = medians.get(("sdk-journal", big))
+    if journaled is not None and asyn is not None:
+        cpu = journaled["cpu_per_1k_s"] / asyn["cpu_per_1k_s"]
+        wall = journaled["wall_s"] / asyn["wall_s"]
+        lines.append(
+            f"info  [sdk-journal vs sdk-async, N={big:,}] CPU/exec {cpu:.2f}x, wall {wall:.2f}x "
+            "(no target: the price of committing every item's intent, token and outcome)"
+        )
     if big != 10000 or small != 1000:
         lines.append(
             f"(the targets are defined at N = 10,000 and 1,000; checked here at N = {big:,} "

@@ -15,6 +15,8 @@ The clients (see ``benchmarks/README.md``):
 
 - ``sdk-async``: ``AsyncClient.run_many(concurrency=N)``, ``max_concurrency=N``;
 - ``sdk-sync``: the blocking facade ``Client.run_many``, the same options;
+- ``sdk-journal``: ``sdk-async`` with ``journal=`` a SQLite file in a
+  temporary folder (each item's intent, token and outcome committed);
 - ``aiohttp``: the floor: one ``ClientSession``, ``asyncio.gather`` of N
   coroutines, each POST, then sleep / GET until terminal;
 - ``httpx``: ``httpx.AsyncClient`` + ``asyncio.gather``, bounded: 5 pooled
@@ -98,21 +100,34 @@ def _sdk_record(job: Job, outcome: Any, seen: float) -> None:
     job.record(execution_id, outcome.raw_status or "?", outcome.result, seen)
 
 
-def run_sdk_async(job: Job) -> dict[str, Any]:
+def run_sdk_async(job: Job, journal: bool = False) -> dict[str, Any]:
     import asyncio
+    import os
+    import tempfile
 
     import workflow_trigger as wt
 
     provider, options = _sdk_options(job)
 
-    async def main() -> int:
+    async def main(path: str | None) -> int:
         async with wt.AsyncClient(provider, **options) as client:
             payloads = (job.payload(i) for i in range(job.n))
-            async for outcome in client.run_many(job.workflow, payloads, concurrency=job.n):
+            batch = client.run_many(job.workflow, payloads, concurrency=job.n, journal=path)
+            async for outcome in batch:
                 _sdk_record(job, outcome, time.time())
             return client.requests_sent
 
-    return {"client_requests": asyncio.run(main()), "package": wt.__file__}
+    if not journal:
+        return {"client_requests": asyncio.run(main(None)), "package": wt.__file__}
+    with tempfile.TemporaryDirectory() as folder:  # the journal's file, on the local disk
+        path = os.path.join(folder, "batch.sqlite")
+        sent = asyncio.run(main(path))
+        size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    return {"client_requests": sent, "package": wt.__file__, "journal_bytes": size}
+
+
+def run_sdk_journal(job: Job) -> dict[str, Any]:
+    return run_sdk_async(job, journal=True)
 
 
 def run_sdk_sync(job: Job) -> dict[str, Any]:
@@ -264,6 +279,7 @@ def run_requests(job: Job) -> dict[str, Any]:
 CLIENTS = {
     "sdk-async": run_sdk_async,
     "sdk-sync": run_sdk_sync,
+    "sdk-journal": run_sdk_journal,
     "aiohttp": run_aiohttp,
     "httpx": run_httpx,
     "httpx-default": run_httpx_default,
@@ -273,6 +289,7 @@ CLIENTS = {
 IMPORTS = {
     "sdk-async": ("asyncio", "workflow_trigger"),
     "sdk-sync": ("workflow_trigger",),
+    "sdk-journal": ("asyncio", "sqlite3", "workflow_trigger"),
     "aiohttp": ("asyncio", "aiohttp"),
     "httpx": ("asyncio", "httpx"),
     "httpx-default": ("asyncio", "httpx"),

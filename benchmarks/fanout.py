@@ -77,7 +77,15 @@ def _freeze() -> None:
     PACKAGE_ROOT = folder
 
 
-ALL_CLIENTS = ("sdk-async", "sdk-sync", "aiohttp", "httpx", "httpx-default", "requests")
+ALL_CLIENTS = (
+    "sdk-async",
+    "sdk-sync",
+    "sdk-journal",
+    "aiohttp",
+    "httpx",
+    "httpx-default",
+    "requests",
+)
 DEFAULT_CLIENTS = ALL_CLIENTS
 #: clients that only run up to this N (a thread per execution in flight does not scale)
 SMALL_ONLY = {"requests": 1000, "httpx-default": 1000}
