@@ -6,6 +6,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import anyio
@@ -164,3 +165,53 @@ async def test_a_batch_killed_mid_way_resumes_with_exactly_one_outcome_per_key(
     # Codika has no idempotency key: an item whose trigger may have gone out
     # before the kill is flagged rather than silently duplicated
     assert {o.key for o in outcomes if o.possibly_duplicated} == intent_only
+
+
+async def test_the_journal_commits_large_groups_and_reopens_as_it_was(tmp_path: Path) -> None:
+    from workflow_trigger.journal import Journal
+
+    path = tmp_path / "batch.sqlite"
+    execution = wt.Execution(
+        provider="codika",
+        workflow_id="wf",
+        execution_id="ex",
+        triggered_at=datetime(2026, 11, 25, tzinfo=timezone.utc),
+    )
+    outcome = wt.Outcome(
+        execution=execution, status=wt.Status.SUCCEEDED, result={"a": 1}, raw_result={"a": 1}
+    )
+    journal = await Journal.open(path, provider="codika", workflow_id="wf")
+    async with anyio.create_task_group() as writer:
+        await writer.start(journal.run_writer)
+
+        async def item(k: int) -> None:
+            await journal.record_intent(k)
+            if k % 3 == 0:
+                await journal.forget(k)  # refused outright: no row left
+                return
+            await journal.record_token(k, execution)
+            if k % 3 == 1:
+                await journal.record_outcome(k, outcome)
+
+        async with anyio.create_task_group() as items:  # 450 rows in flight at once
+            for k in range(450):
+                items.start_soon(item, k)
+        writer.cancel_scope.cancel()
+    # 1,050 writes in a few transactions, the first of 450 rows (three statements)
+    assert journal.transactions < 30
+
+    reopened = await Journal.open(path, provider="codika", workflow_id="wf")
+    rows = journal_rows(path)
+    assert sorted(rows) == [k for k in range(450) if k % 3]
+    for k in range(450):
+        state = reopened.state(k)
+        if k % 3 == 0:
+            assert state is None
+            continue
+        assert state is not None and state.token == execution.token()
+        assert state.idempotency_key == journal.idempotency_key(k)
+        if k % 3 == 1:
+            assert state.outcome is not None and state.outcome.result == {"a": 1}
+        else:
+            assert state.outcome is None
+    await anyio.to_thread.run_sync(reopened._db.close)
