@@ -10,20 +10,14 @@ with``) does the same and waits until every in-flight item has stopped.
 
 from __future__ import annotations
 
-import os
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from ._engine import Engine
-from .errors import InvalidInputError
 from .models import Outcome
-
-if TYPE_CHECKING:
-    from .client import AsyncClient
 
 __all__ = ["Batch"]
 
@@ -31,43 +25,8 @@ __all__ = ["Batch"]
 class Batch:
     """The async iterator ``AsyncClient.run_many`` returns (also an async context manager)."""
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        task_group: anyio.abc.TaskGroup,
-        workflow_id: str,
-        payloads: Iterable[Any] | AsyncIterable[Any],
-        *,
-        concurrency: int,
-        result_type: type[Any] | None,
-        deadline_for: Callable[[], float],
-        key: Callable[[Any], Any] | None,
-        fail_fast: bool,
-        journal: str | os.PathLike[str] | None = None,
-    ) -> None:
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
-            payloads, (str, bytes, dict)
-        ):
-            raise InvalidInputError(
-                "payloads must be an iterable or async iterable of payloads (a list, a "
-                f"generator...), got {type(payloads).__name__}"
-            )
-        if key is not None and not callable(key):
-            raise InvalidInputError("key must be a function of the payload, or None")
-        deadline_for()  # validate timeout now, not in every item
-        self._engine = Engine(
-            client,
-            workflow_id,
-            payloads,
-            concurrency=concurrency,
-            result_type=result_type,
-            deadline_for=deadline_for,
-            key=key,
-            fail_fast=fail_fast,
-            journal=journal,
-        )
+    def __init__(self, task_group: anyio.abc.TaskGroup, engine: Engine) -> None:
+        self._engine = engine
         self._task_group = task_group
         self._started = False
         # Leaving `async for` early drops this handle (the driver task holds no

@@ -110,6 +110,18 @@ class Engine:
         fail_fast: bool,
         journal: str | os.PathLike[str] | None,
     ) -> None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
+            payloads, (str, bytes, dict)
+        ):
+            raise InvalidInputError(
+                "payloads must be an iterable or async iterable of payloads (a list, a "
+                f"generator...), got {type(payloads).__name__}"
+            )
+        if key is not None and not callable(key):
+            raise InvalidInputError("key must be a function of the payload, or None")
+        deadline_for()  # validate timeout now, not in every item
         self.client = client
         self.workflow_id = workflow_id
         self.payloads = payloads

@@ -556,15 +556,15 @@ class AsyncClient:
         recorded, and running the same batch again resumes instead of re-triggering.
         """
         from ._batch import Batch
+        from ._engine import Engine
 
         if self._task_group is None:
             raise UnsupportedOperation(
                 "run_many needs the client's task group: use `async with AsyncClient(...) as "
                 "client:` around it"
             )
-        return Batch(
+        engine = Engine(
             self,
-            self._task_group,
             workflow_id,
             payloads,
             concurrency=concurrency,
@@ -574,3 +574,4 @@ class AsyncClient:
             fail_fast=fail_fast,
             journal=journal,
         )
+        return Batch(self._task_group, engine)
