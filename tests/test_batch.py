@@ -188,7 +188,7 @@ async def test_run_many_needs_the_client_context(
 async def test_a_batch_runs_on_a_pool_of_workers_not_a_task_per_item(
     make_client: Callable[..., wt.AsyncClient], emulator: Emulator
 ) -> None:
-    emulator.scenario("wf", Scenario(duration=(0.05, 0.2), result=lambda p: p["i"]))
+    emulator.scenario("wf", Scenario(duration=(1.0, 1.5), result=lambda p: p["i"]))
     most_tasks = 0
     async with make_client(max_connections=8) as client:
         payloads = [{"i": i} for i in range(300)]
