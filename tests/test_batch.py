@@ -288,3 +288,61 @@ async def test_a_payload_is_let_go_once_its_trigger_is_sent(
         assert len(refs) == 10 and all(ref() is None for ref in refs)
         tasks.cancel_scope.cancel()
     await batch.aclose()
+
+
+# -- wait_many: the same engine, waiting on executions triggered elsewhere --------------
+
+
+async def test_wait_many_resumes_executions_from_their_tokens(
+    make_client: Callable[..., wt.AsyncClient], emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=(0.05, 0.3), result=lambda p: p["i"]))
+    async with make_client() as first:
+        tokens = [(await first.trigger("wf", {"i": i})).token() for i in range(120)]
+    # another process, another client: only the tokens crossed over
+    async with make_client(max_concurrency=20) as client:
+        executions = (wt.Execution.from_token(token) for token in tokens)
+        outcomes = [o async for o in client.wait_many(executions, concurrency=20)]
+    assert sorted(o.index for o in outcomes if o.index is not None) == list(range(120))
+    for outcome in outcomes:
+        assert outcome.ok and outcome.execution is not None
+        assert outcome.key == outcome.index and outcome.result == outcome.index
+        assert outcome.execution.token() == tokens[outcome.index]
+    assert emulator.triggers("wf") == 120  # nothing was triggered again
+
+
+async def test_wait_many_reports_a_bad_entry_and_goes_on(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.0, result=1))
+    good = await client.trigger("wf", {})
+    foreign = wt.Execution(
+        provider="pinkfish", workflow_id="t", execution_id="r", triggered_at=good.triggered_at
+    )
+    entries = [good, "wt1.not-an-execution", foreign, good]
+    outcomes = {o.index: o async for o in client.wait_many(entries)}  # type: ignore[arg-type]
+    assert outcomes[0].ok and outcomes[3].ok
+    for index, match in ((1, "expected an Execution"), (2, "pinkfish")):
+        bad = outcomes[index]
+        assert isinstance(bad.exception, wt.InvalidInputError)
+        assert bad.exception.args[0].count(match) == 1 and bad.execution is None
+
+
+async def test_wait_many_gives_up_on_each_item_at_its_deadline(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    emulator.scenario("wf", Scenario(duration=0.0, result=1))
+    executions = [await client.trigger("slow", {}), await client.trigger("wf", {})]
+    with anyio.fail_after(5):
+        outcomes = {o.index: o async for o in client.wait_many(executions, timeout=0.3)}
+    assert isinstance(outcomes[0].exception, wt.PollTimeout)
+    assert outcomes[0].execution == executions[0]
+    assert outcomes[1].ok
+
+
+async def test_wait_many_needs_the_client_context(
+    make_client: Callable[..., wt.AsyncClient],
+) -> None:
+    with pytest.raises(wt.UnsupportedOperation, match="async with"):
+        make_client().wait_many([])

@@ -89,6 +89,16 @@ def _settled_polls(emu: Emulator) -> int:
     return emu.poll_requests
 
 
+def test_wait_many_blocking_iterator(client: wt.Client, emu: Emulator) -> None:
+    emu.scenario("wf", Scenario(duration=(0.01, 0.1), result=lambda p: p["i"]))
+    tokens = [client.trigger("wf", {"i": i}).token() for i in range(30)]
+    executions = (wt.Execution.from_token(t) for t in tokens)
+    outcomes = list(client.wait_many(executions, concurrency=5))
+    assert sorted(o.index for o in outcomes if o.index is not None) == list(range(30))
+    assert all(o.ok and o.result == o.index for o in outcomes)
+    assert emu.triggers("wf") == 30  # waiting triggers nothing
+
+
 def test_one_client_shared_between_threads(client: wt.Client, emu: Emulator) -> None:
     emu.scenario("wf", Scenario(duration=0.02, result=lambda p: p))
     with ThreadPoolExecutor(8) as pool:

@@ -43,7 +43,7 @@ class Batch:
         engine = self._engine
         if not self._started:
             self._started = True
-            self._task_group.start_soon(engine.drive, name=f"run_many {engine.workflow_id}")
+            self._task_group.start_soon(engine.drive, name=engine.name)
         try:
             try:  # an outcome already waiting is handed over without a trip through the loop
                 return engine.receive.receive_nowait()

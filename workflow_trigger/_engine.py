@@ -109,6 +109,7 @@ class Engine:
         key: Callable[[Any], Any] | None,
         fail_fast: bool,
         journal: str | os.PathLike[str] | None,
+        waits: bool = False,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -130,6 +131,8 @@ class Engine:
         self.deadline_for = deadline_for
         self.key = key
         self.fail_fast = fail_fast
+        #: the items are executions to wait on (``wait_many``), not payloads to trigger
+        self.waits = waits
         self.send, self.receive = anyio.create_memory_object_stream[Outcome[Any]](concurrency)
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
@@ -151,6 +154,10 @@ class Engine:
         self._exhausted = False
         self._all_done = anyio.Event()
         self._holding: set[_Item] = set()  # items holding one of the client's slots
+
+    @property
+    def name(self) -> str:
+        return "wait_many" if self.waits else f"run_many {self.workflow_id}"
 
     def stop(self) -> None:
         self.receive.close()
@@ -221,7 +228,9 @@ class Engine:
                 await _acquire(client_slots, item)
                 self._holding.add(item)
                 item.deadline = self.deadline_for()
-                if state is not None and state.token is not None:
+                if self.waits:
+                    await self._step(item, self._wait_on)
+                elif state is not None and state.token is not None:
                     await self._step(item, self._resume)
                 else:
                     self._triggers.append(item)
@@ -280,7 +289,16 @@ class Engine:
     async def _resume(self, item: _Item) -> None:
         """An item the journal has a token for: wait on it, trigger nothing."""
         assert item.state is not None and item.state.token is not None
-        item.execution = execution = Execution.from_token(item.state.token)
+        self._poll_from_now(item, Execution.from_token(item.state.token))
+
+    async def _wait_on(self, item: _Item) -> None:
+        """A ``wait_many`` item: the payload is the execution."""
+        execution, item.payload = item.payload, None
+        self.client._check_execution(execution)
+        self._poll_from_now(item, execution)
+
+    def _poll_from_now(self, item: _Item, execution: Execution) -> None:
+        item.execution = execution
         item.poller = poller = Poller(self.client, execution, None)
         self._schedule(item, poller)
 

@@ -575,3 +575,42 @@ class AsyncClient:
             journal=journal,
         )
         return Batch(self._task_group, engine)
+
+    def wait_many(
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = 100,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        fail_fast: bool = False,
+    ) -> Batch:
+        """Wait on many executions at once; an async iterator of ``Outcome``s as they end.
+
+        ``executions`` are handles from ``trigger()`` or ``Execution.from_token()``
+        (resuming thousands after a restart, say), read lazily, at most
+        ``concurrency`` at a time. Each outcome carries its ``index`` (also its
+        ``key``); an entry that is not an execution of this client's platform
+        ends with ``InvalidInputError`` in ``exception`` and the batch goes on.
+        """
+        from ._batch import Batch
+        from ._engine import Engine
+
+        if self._task_group is None:
+            raise UnsupportedOperation(
+                "wait_many needs the client's task group: use `async with AsyncClient(...) as "
+                "client:` around it"
+            )
+        engine = Engine(
+            self,
+            "wait_many",
+            executions,
+            concurrency=concurrency,
+            result_type=result_type,
+            deadline_for=lambda: self._deadline(timeout),
+            key=None,
+            fail_fast=fail_fast,
+            journal=None,
+            waits=True,
+        )
+        return Batch(self._task_group, engine)

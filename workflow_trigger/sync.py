@@ -249,6 +249,17 @@ class Client:
     async def _make_batch(self, *args: Any, **kwargs: Any) -> AsyncIterator[Outcome[Any]]:
         return self._async.run_many(*args, **kwargs)
 
+    def wait_many(
+        self, executions: Iterable[Execution] | AsyncIterable[Execution], **options: Any
+    ) -> BlockingIterator[Outcome[Any]]:
+        """``AsyncClient.wait_many`` as a blocking iterator; leaving the loop early
+        cancels every wait still in flight."""
+        batch = self._call(self._make_waits, executions, **options)
+        return BlockingIterator(self, batch)
+
+    async def _make_waits(self, *args: Any, **kwargs: Any) -> AsyncIterator[Outcome[Any]]:
+        return self._async.wait_many(*args, **kwargs)
+
 
 class BlockingIterator(Iterator[T]):
     """An async iterator driven through the client's portal.
