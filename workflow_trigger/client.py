@@ -16,6 +16,7 @@ everything in between that involves time:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -555,26 +556,17 @@ class AsyncClient:
         With ``journal="batch.sqlite"`` every item's intent, token and outcome is
         recorded, and running the same batch again resumes instead of re-triggering.
         """
-        from ._batch import Batch
-        from ._engine import Engine
-
-        if self._task_group is None:
-            raise UnsupportedOperation(
-                "run_many needs the client's task group: use `async with AsyncClient(...) as "
-                "client:` around it"
-            )
-        engine = Engine(
-            self,
+        return self._batch(
+            "run_many",
             workflow_id,
             payloads,
             concurrency=concurrency,
             result_type=result_type,
-            deadline_for=lambda: self._deadline(timeout),
+            timeout=timeout,
             key=key,
             fail_fast=fail_fast,
             journal=journal,
         )
-        return Batch(self._task_group, engine)
 
     def wait_many(
         self,
@@ -593,24 +585,30 @@ class AsyncClient:
         ``key``); an entry that is not an execution of this client's platform
         ends with ``InvalidInputError`` in ``exception`` and the batch goes on.
         """
-        from ._batch import Batch
-        from ._engine import Engine
-
-        if self._task_group is None:
-            raise UnsupportedOperation(
-                "wait_many needs the client's task group: use `async with AsyncClient(...) as "
-                "client:` around it"
-            )
-        engine = Engine(
-            self,
+        return self._batch(
+            "wait_many",
             "wait_many",
             executions,
             concurrency=concurrency,
             result_type=result_type,
-            deadline_for=lambda: self._deadline(timeout),
+            timeout=timeout,
             key=None,
             fail_fast=fail_fast,
             journal=None,
             waits=True,
         )
+
+    def _batch(
+        self, what: str, workflow_id: str, items: Any, *, timeout: float | None, **options: Any
+    ) -> Batch:
+        from ._batch import Batch
+        from ._engine import Engine
+
+        if self._task_group is None:
+            raise UnsupportedOperation(
+                f"{what} needs the client's task group: use `async with AsyncClient(...) as "
+                "client:` around it"
+            )
+        deadline_for = functools.partial(self._deadline, timeout)
+        engine = Engine(self, workflow_id, items, deadline_for=deadline_for, **options)
         return Batch(self._task_group, engine)
