@@ -23,7 +23,7 @@ import pathlib
 import random
 import ssl as ssl_
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -439,42 +439,15 @@ class AsyncClient:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
         deadline = self._deadline(timeout)
         async with held(self._slot()):
-            return await self._run(
-                workflow_id,
-                payload,
-                deadline=deadline,
-                result_type=result_type,
-                idempotency_key=idempotency_key,
-                connection_id=connection_id,
-                cancel_remote_on_exit=cancel_remote_on_exit,
-                on_snapshot=on_snapshot,
+            with anyio.CancelScope(deadline=deadline) as scope:
+                execution, first = await self._trigger(
+                    workflow_id, payload, idempotency_key, connection_id
+                )
+            if scope.cancelled_caught:
+                raise trigger_timed_out(workflow_id)
+            return await self._wait(
+                execution, first, deadline, result_type, cancel_remote_on_exit, on_snapshot
             )
-
-    async def _run(
-        self,
-        workflow_id: str,
-        payload: Any,
-        *,
-        deadline: float,
-        result_type: type[Any] | None,
-        idempotency_key: str | None = None,
-        connection_id: str | None = None,
-        cancel_remote_on_exit: bool = False,
-        on_trigger: Callable[[Execution], Awaitable[None]] | None = None,
-        on_snapshot: Callable[[Snapshot], object] | None = None,
-    ) -> Outcome[Any]:
-        """trigger + wait under one deadline, without taking a slot (the caller holds one)."""
-        with anyio.CancelScope(deadline=deadline) as scope:
-            execution, first = await self._trigger(
-                workflow_id, payload, idempotency_key, connection_id
-            )
-        if scope.cancelled_caught:
-            raise trigger_timed_out(workflow_id)
-        if on_trigger is not None:
-            await on_trigger(execution)
-        return await self._wait(
-            execution, first, deadline, result_type, cancel_remote_on_exit, on_snapshot
-        )
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is DEFAULT:
