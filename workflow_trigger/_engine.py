@@ -41,6 +41,7 @@ from .client import trigger_timed_out
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import ItemState, Journal
 from .models import Execution, Outcome, Status
+from .policies import check_count
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -111,8 +112,7 @@ class Engine:
         journal: str | os.PathLike[str] | None,
         waits: bool = False,
     ) -> None:
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        check_count("concurrency", concurrency)
         if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
             payloads, (str, bytes, dict)
         ):

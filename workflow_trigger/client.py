@@ -38,7 +38,7 @@ from ._transport import RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
-from .policies import PollPolicy, RetryPolicy, check_positive, parse_retry_after
+from .policies import PollPolicy, RetryPolicy, check_count, check_positive, parse_retry_after
 from .providers.base import (
     Control,
     Provider,
@@ -111,17 +111,12 @@ class AsyncClient:
             raise InvalidInputError(
                 f"provider must be a platform such as wt.Codika(...), got {type(provider).__name__}"
             )
-        for name, value in (
-            ("max_concurrency", max_concurrency),
-            ("max_connections", max_connections),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+        check_count("max_concurrency", max_concurrency)
+        check_count("max_connections", max_connections)
         check_positive("request_timeout", request_timeout)
         check_positive("connect_timeout", connect_timeout)
         check_positive("rate_limit", rate_limit, unit="requests per second", allow_none=True)
-        if not isinstance(max_body, int) or max_body < 1:
-            raise InvalidInputError(f"max_body must be a number of bytes >= 1, got {max_body!r}")
+        check_count("max_body", max_body, what="a number of bytes")
         self.provider = provider
         self.poll_policy = poll or provider.default_poll
         self.retry_policy = retry or RetryPolicy()
@@ -337,8 +332,7 @@ class AsyncClient:
     ) -> bytes | pathlib.Path:
         """A result file (Pinkfish ``Outcome.artifacts``): its bytes, or with ``to=`` the
         ``pathlib.Path`` it was streamed to. Reads no more than ``max_bytes``."""
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-            raise InvalidInputError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+        check_count("max_bytes", max_bytes)
         request = self.provider.download_request(artifact)
         path = os.fspath(to) if to is not None else None
         async with held(self._slot()):

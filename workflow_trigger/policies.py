@@ -36,6 +36,12 @@ def check_positive(
         raise InvalidInputError(f"{name} must be a finite number of {unit}, got {value!r}")
 
 
+def check_count(name: str, value: Any, *, what: str = "an int") -> None:
+    """Refuse anything but an int >= 1 (a bool is not a count)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be {what} >= 1, got {value!r}")
+
+
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     no_end = attribute.name == "timeout"  # None or infinity: wait without end
     check_positive(attribute.name, value, allow_none=no_end, allow_inf=no_end)
