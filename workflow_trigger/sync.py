@@ -243,22 +243,21 @@ class Client:
     ) -> BlockingIterator[Outcome[Any]]:
         """``AsyncClient.run_many`` as a blocking iterator; leaving the loop early
         (``break``, an exception, Ctrl-C) cancels every item still in flight."""
-        batch = self._call(self._make_batch, workflow_id, payloads, **options)
+        batch = self._call(_in_loop, self._async.run_many, workflow_id, payloads, **options)
         return BlockingIterator(self, batch)
-
-    async def _make_batch(self, *args: Any, **kwargs: Any) -> AsyncIterator[Outcome[Any]]:
-        return self._async.run_many(*args, **kwargs)
 
     def wait_many(
         self, executions: Iterable[Execution] | AsyncIterable[Execution], **options: Any
     ) -> BlockingIterator[Outcome[Any]]:
         """``AsyncClient.wait_many`` as a blocking iterator; leaving the loop early
         cancels every wait still in flight."""
-        batch = self._call(self._make_waits, executions, **options)
+        batch = self._call(_in_loop, self._async.wait_many, executions, **options)
         return BlockingIterator(self, batch)
 
-    async def _make_waits(self, *args: Any, **kwargs: Any) -> AsyncIterator[Outcome[Any]]:
-        return self._async.wait_many(*args, **kwargs)
+
+async def _in_loop(make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``make`` on the portal's event loop: a batch belongs to the loop it is made in."""
+    return make(*args, **kwargs)
 
 
 class BlockingIterator(Iterator[T]):
