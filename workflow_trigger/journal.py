@@ -184,12 +184,15 @@ class Journal:
         return self._states.get(_item_key(key))
 
     def idempotency_key(self, key: Any) -> str:
-        digest = hashlib.sha256(_item_key(key).encode()).hexdigest()[:24]
+        return self._idempotency_key(_item_key(key))
+
+    def _idempotency_key(self, k: str) -> str:
+        digest = hashlib.sha256(k.encode()).hexdigest()[:24]
         return f"wt-{self.batch_id[:16]}-{digest}"
 
     async def record_intent(self, key: Any) -> ItemState:
         k = _item_key(key)
-        state = ItemState(idempotency_key=self.idempotency_key(key))
+        state = ItemState(idempotency_key=self._idempotency_key(k))
         self._states[k] = state
         await self._write(k)
         return state
