@@ -14,18 +14,17 @@ from typing import Any, TypeVar
 import cattrs
 
 from .errors import ResultTypeError
+from .models import parse_iso_datetime
 
 T = TypeVar("T")
 
 
 def _structure_datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, str):
+        return parse_iso_datetime(value)
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    else:
-        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
 
 
 def make_converter() -> cattrs.Converter:

@@ -61,6 +61,13 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def parse_iso_datetime(text: str) -> datetime:
+    """An ISO 8601 timestamp, ``Z`` accepted, one without an offset read as UTC;
+    ``ValueError`` when it is not one."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def _frozen_str_map(value: Mapping[str, str]) -> Mapping[str, str]:
     return dict(value)
 

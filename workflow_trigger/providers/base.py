@@ -42,7 +42,7 @@ from ..errors import (
     ServerError,
     UnsupportedOperation,
 )
-from ..models import Artifact, Execution, Snapshot, Status
+from ..models import Artifact, Execution, Snapshot, Status, parse_iso_datetime
 from ..policies import PollPolicy, parse_retry_after
 
 logger = logging.getLogger("workflow_trigger")
@@ -380,10 +380,9 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso_datetime(value).astimezone(timezone.utc)
     except ValueError:
         return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def as_object(data: Any, what: str) -> dict[str, Any]:
