@@ -21,6 +21,7 @@ def test_all_is_sorted_and_complete() -> None:
         "sync",
         "testing",
         "events",
+        "options",
     }
     assert list(wt.__all__) == sorted(set(wt.__all__))
     assert public - modules - {"annotations"} == set(wt.__all__)
@@ -51,3 +52,15 @@ def test_providers_do_no_io() -> None:
 
 def test_package_is_typed() -> None:
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_client_options_kwargs_match_the_options() -> None:
+    import typing
+
+    import attrs
+
+    from workflow_trigger.options import ClientOptionsKwargs
+
+    assert set(typing.get_type_hints(ClientOptionsKwargs)) == set(
+        attrs.fields_dict(wt.ClientOptions)
+    )

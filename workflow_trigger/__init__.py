@@ -29,6 +29,7 @@ from .errors import (
 )
 from .events import Event, OutcomeEvent, RequestEvent, RetryEvent
 from .models import Artifact, ErrorInfo, Execution, Outcome, Snapshot, Status, Step
+from .options import ClientOptions
 from .policies import PollPolicy, RetryPolicy
 from .providers import AwaitStep, AwaitStepFunction, Codika, Pinkfish, Provider, RunsApi
 from .sync import BlockingIterator, Client
@@ -45,6 +46,7 @@ __all__ = [
     "Batch",
     "BlockingIterator",
     "Client",
+    "ClientOptions",
     "Codika",
     "DEFAULT",
     "ErrorInfo",

@@ -21,7 +21,6 @@ import logging
 import os
 import pathlib
 import random
-import ssl as ssl_
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import datetime, timezone
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import aiohttp
 import anyio
 import attrs
-import cattrs
 
 from ._polling import Poller
 from ._results import make_converter
@@ -38,7 +36,8 @@ from ._transport import RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
-from .policies import PollPolicy, RetryPolicy, check_count, check_positive, parse_retry_after
+from .options import ClientOptions, ClientOptionsKwargs
+from .policies import check_count, check_positive, parse_retry_after
 from .providers.base import (
     Control,
     Provider,
@@ -50,6 +49,8 @@ from .providers.base import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ._batch import Batch
 
 __all__ = ["DEFAULT", "AsyncClient"]
@@ -92,51 +93,40 @@ class AsyncClient:
         self,
         provider: Provider,
         *,
-        poll: PollPolicy | None = None,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 1000,
-        rate_limit: float | None = None,
         session: aiohttp.ClientSession | None = None,
-        request_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 100,
-        max_body: int = 10 * MiB,
-        converter: cattrs.Converter | None = None,
-        seed: int | None = None,
-        ssl: ssl_.SSLContext | bool = True,
-        allow_insecure_http: bool = False,
-        on_event: Callable[[Event], object] | None = None,
+        **options: Unpack[ClientOptionsKwargs],
     ) -> None:
         if not isinstance(provider, Provider):
             raise InvalidInputError(
                 f"provider must be a platform such as wt.Codika(...), got {type(provider).__name__}"
             )
-        check_count("max_concurrency", max_concurrency)
-        check_count("max_connections", max_connections)
-        check_positive("request_timeout", request_timeout)
-        check_positive("connect_timeout", connect_timeout)
-        check_positive("rate_limit", rate_limit, unit="requests per second", allow_none=True)
-        check_count("max_body", max_body, what="a number of bytes")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidInputError(
+                f"session must be an aiohttp.ClientSession or None, got {type(session).__name__}"
+            )
+        self.options = opts = ClientOptions.build(dict(options))
         self.provider = provider
-        self.poll_policy = poll or provider.default_poll
-        self.retry_policy = retry or RetryPolicy()
-        self.max_concurrency = max_concurrency
-        self.rate_limit = rate_limit if rate_limit is not None else provider.default_rate_limit
+        self.poll_policy = opts.poll or provider.default_poll
+        self.retry_policy = opts.retry
+        self.max_concurrency = opts.max_concurrency
+        self.rate_limit = (
+            opts.rate_limit if opts.rate_limit is not None else provider.default_rate_limit
+        )
         self._session = session
         self._owns_session = session is None
-        if on_event is not None and not callable(on_event):
-            raise InvalidInputError("on_event must be a function taking one event, or None")
-        self._on_event = on_event
+        self._on_event = opts.on_event
         self._transport_options = TransportOptions(
             retry=self.retry_policy,
-            timeout=aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout),
-            max_body=max_body,
-            ssl=ssl,
-            allow_insecure_http=allow_insecure_http,
+            timeout=aiohttp.ClientTimeout(
+                total=opts.request_timeout, sock_connect=opts.connect_timeout
+            ),
+            max_body=opts.max_body,
+            ssl=opts.ssl,
+            allow_insecure_http=opts.allow_insecure_http,
         )
-        self._max_connections = max_connections
-        self._converter = converter or make_converter()
-        self._rng = random.Random(seed)
+        self._max_connections = opts.max_connections
+        self._converter = opts.converter or make_converter()
+        self._rng = random.Random(opts.seed)
         self._transport: Transport | None = None
         self._slots: anyio.CapacityLimiter | None = None
         self._connections: anyio.CapacityLimiter | None = None

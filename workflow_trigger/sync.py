@@ -20,20 +20,20 @@ import contextlib
 import functools
 import os
 import pathlib
-import ssl as ssl_
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import anyio.from_thread
-import cattrs
 
 from ._batch import Batch
 from .client import DEFAULT, AsyncClient
-from .errors import UnsupportedOperation
-from .events import Event
+from .errors import InvalidInputError, UnsupportedOperation
 from .models import Artifact, Execution, Outcome, Snapshot
-from .policies import PollPolicy, RetryPolicy
+from .options import ClientOptionsKwargs
 from .providers.base import Provider
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Client"]
 
@@ -62,41 +62,14 @@ class Client:
     ``session=`` (a session belongs to one event loop, and this one is private).
     """
 
-    def __init__(
-        self,
-        provider: Provider,
-        *,
-        poll: PollPolicy | None = None,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 1000,
-        rate_limit: float | None = None,
-        request_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 100,
-        max_body: int = 10 * 1024 * 1024,
-        converter: cattrs.Converter | None = None,
-        seed: int | None = None,
-        ssl: ssl_.SSLContext | bool = True,
-        allow_insecure_http: bool = False,
-        on_event: Callable[[Event], object] | None = None,
-    ) -> None:
+    def __init__(self, provider: Provider, **options: Unpack[ClientOptionsKwargs]) -> None:
         _refuse_inside_event_loop()
-        self._async = AsyncClient(
-            provider,
-            poll=poll,
-            retry=retry,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
-            request_timeout=request_timeout,
-            connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            max_body=max_body,
-            converter=converter,
-            seed=seed,
-            ssl=ssl,
-            allow_insecure_http=allow_insecure_http,
-            on_event=on_event,
-        )
+        if "session" in options:
+            raise InvalidInputError(
+                "Client takes no session=: a session belongs to one event loop, and the "
+                "blocking client runs its own; use AsyncClient(session=...) instead"
+            )
+        self._async = AsyncClient(provider, **options)
         self._stack = contextlib.ExitStack()
         try:
             self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
