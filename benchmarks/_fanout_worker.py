@@ -15,6 +15,7 @@ The clients (see ``benchmarks/README.md``):
 
 - ``sdk-async``: ``AsyncClient.run_many(concurrency=N)``, ``max_concurrency=N``;
 - ``sdk-sync``: the blocking facade ``Client.run_many``, the same options;
+- ``sdk-tasks``: N concurrent ``client.run`` tasks (``asyncio.gather``), the same options;
 - ``sdk-journal``: ``sdk-async`` with ``journal=`` a SQLite file in a
   temporary folder (each item's intent, token and outcome committed);
 - ``aiohttp``: the floor: one ``ClientSession``, ``asyncio.gather`` of N
@@ -124,6 +125,31 @@ def run_sdk_async(job: Job, journal: bool = False) -> dict[str, Any]:
         sent = asyncio.run(main(path))
         size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
     return {"client_requests": sent, "package": wt.__file__, "journal_bytes": size}
+
+
+def run_sdk_tasks(job: Job) -> dict[str, Any]:
+    """N concurrent ``client.run`` calls, each its own task: how an asyncio service or a
+    FastAPI app with N requests in flight holds the SDK."""
+    import asyncio
+
+    import workflow_trigger as wt
+
+    provider, options = _sdk_options(job)
+
+    async def one(client: wt.AsyncClient, i: int) -> None:
+        try:
+            outcome = await client.run(job.workflow, job.payload(i))
+        except wt.WorkflowTriggerError as exc:
+            job.failures.append(f"item {i}: {exc!r}")
+            return
+        _sdk_record(job, outcome, time.time())
+
+    async def main() -> int:
+        async with wt.AsyncClient(provider, **options) as client:
+            await asyncio.gather(*(one(client, i) for i in range(job.n)))
+            return client.requests_sent
+
+    return {"client_requests": asyncio.run(main()), "package": wt.__file__}
 
 
 def run_sdk_journal(job: Job) -> dict[str, Any]:
@@ -280,6 +306,7 @@ CLIENTS = {
     "sdk-async": run_sdk_async,
     "sdk-sync": run_sdk_sync,
     "sdk-journal": run_sdk_journal,
+    "sdk-tasks": run_sdk_tasks,
     "aiohttp": run_aiohttp,
     "httpx": run_httpx,
     "httpx-default": run_httpx_default,
@@ -290,6 +317,7 @@ IMPORTS = {
     "sdk-async": ("asyncio", "workflow_trigger"),
     "sdk-sync": ("workflow_trigger",),
     "sdk-journal": ("asyncio", "sqlite3", "workflow_trigger"),
+    "sdk-tasks": ("asyncio", "workflow_trigger"),
     "aiohttp": ("asyncio", "aiohttp"),
     "httpx": ("asyncio", "httpx"),
     "httpx-default": ("asyncio", "httpx"),

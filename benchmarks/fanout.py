@@ -81,6 +81,7 @@ ALL_CLIENTS = (
     "sdk-async",
     "sdk-sync",
     "sdk-journal",
+    "sdk-tasks",
     "aiohttp",
     "httpx",
     "httpx-default",

@@ -1,6 +1,7 @@
 """run_many's handle: the async iterator of outcomes the caller holds.
 
-The work is done by an ``Engine`` (``_engine.py``) whose driver task starts
+The work is done by an ``Engine`` (``_engine.py``), whose items run on the
+client's scheduler and whose driver task starts
 in the client's task group on the first ``__anext__``. It lives there, not in
 the consumer's frame: a consumer that leaves its ``async for`` early
 (``break``, an exception, its own cancellation) drops the handle, and
@@ -11,7 +12,7 @@ with``) does the same and waits until every in-flight item has stopped.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -21,9 +22,12 @@ from .models import Outcome
 
 __all__ = ["Batch"]
 
+T = TypeVar("T")
 
-class Batch:
-    """The async iterator ``AsyncClient.run_many`` returns (also an async context manager)."""
+
+class Batch(Generic[T]):
+    """The async iterator ``AsyncClient.run_many`` returns (also an async context manager);
+    ``T`` is the ``result_type`` of its outcomes."""
 
     def __init__(self, task_group: anyio.abc.TaskGroup, engine: Engine) -> None:
         self._engine = engine
@@ -36,19 +40,21 @@ class Batch:
         # closed before they could be collected unclosed.
         weakref.finalize(self, self._engine.stop)
 
-    def __aiter__(self) -> Batch:
+    def __aiter__(self) -> Batch[T]:
         return self
 
-    async def __anext__(self) -> Outcome[Any]:
+    async def __anext__(self) -> Outcome[T]:
         engine = self._engine
         if not self._started:
             self._started = True
             self._task_group.start_soon(engine.drive, name=engine.name)
         try:
             try:  # an outcome already waiting is handed over without a trip through the loop
-                return engine.receive.receive_nowait()
+                outcome = engine.receive.receive_nowait()
             except anyio.WouldBlock:
-                return await engine.receive.receive()
+                outcome = await engine.receive.receive()
+            engine.taken()
+            return outcome
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             engine.receive.close()
             await engine.finished.wait()
@@ -56,7 +62,7 @@ class Batch:
                 raise engine.error from None
             raise StopAsyncIteration from None
 
-    async def next_ready(self, limit: int) -> list[Outcome[Any]]:
+    async def next_ready(self, limit: int) -> list[Outcome[T]]:
         """The next outcome and up to ``limit - 1`` more that are already waiting.
 
         The blocking facade fetches outcomes this way, so a fast batch costs one
@@ -69,9 +75,10 @@ class Batch:
                 items.append(receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+            self._engine.taken()
         return items
 
-    async def __aenter__(self) -> Batch:
+    async def __aenter__(self) -> Batch[T]:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

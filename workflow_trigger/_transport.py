@@ -17,6 +17,7 @@ When a retry is safe:
 
 from __future__ import annotations
 
+import contextvars
 import io
 import ipaddress
 import logging
@@ -159,19 +160,23 @@ class Transport:
         max_body: int | None = None,
         to: str | None = None,
         deadline: float | None = None,
+        context: contextvars.Context | None = None,
     ) -> Response:
         """Send ``request``, retrying it where safe; the final response, whatever its status.
 
         ``max_body`` overrides the body cap; with ``to``, a 2xx body is streamed into
         that file (rewritten on each try) instead of memory. With ``deadline`` (loop
         time), no try starts or waits past it and a try in flight is cut short at
-        it: ``DeadlineReached``.
+        it: ``DeadlineReached``. Events are reported in ``context`` (the caller's
+        contextvars), where one is given.
         """
         attempts = self.retry.attempts
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                response = await self._send_once(request, max_body or self.max_body, to, deadline)
+                response = await self._send_once(
+                    request, max_body or self.max_body, to, deadline, context
+                )
             except _NotSent as exc:
                 failure: TransportError | None = exc.error
                 retryable = True
@@ -206,7 +211,7 @@ class Transport:
                     delay=delay,
                     reason=reason,
                 )
-                self.emit(event)
+                self._report(event, context)
             logger.warning(
                 "retrying %s %s in %.2fs (attempt %d of %d): %s",
                 request.method,
@@ -219,12 +224,24 @@ class Transport:
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _report(self, event: Event, context: contextvars.Context | None) -> None:
+        assert self.emit is not None
+        if context is not None:
+            context.run(self.emit, event)
+        else:
+            self.emit(event)
+
     @staticmethod
     def _past(deadline: float) -> bool:
         return anyio.current_time() >= deadline
 
     async def _send_once(
-        self, request: Request, max_body: int, to: str | None, deadline: float | None
+        self,
+        request: Request,
+        max_body: int,
+        to: str | None,
+        deadline: float | None,
+        context: contextvars.Context | None,
     ) -> Response:
         self._check_scheme(request)
         hold = self.hold_until.get(request.kind, 0.0)
@@ -237,7 +254,7 @@ class Transport:
         async with held(self.connections):
             if deadline is not None and self._past(deadline):
                 raise DeadlineReached
-            return await self._exchange(request, max_body, to, deadline)
+            return await self._exchange(request, max_body, to, deadline, context)
 
     def _check_scheme(self, request: Request) -> None:
         """Refuse to send credentials in clear text beyond this machine."""
@@ -261,18 +278,28 @@ class Transport:
         self._checked_hosts.add(authority)
 
     async def _exchange(
-        self, request: Request, max_body: int, to: str | None, deadline: float | None
+        self,
+        request: Request,
+        max_body: int,
+        to: str | None,
+        deadline: float | None,
+        context: contextvars.Context | None,
     ) -> Response:
         self.requests_sent += 1
         started = time.perf_counter()
         try:
-            return await self._exchange_once(request, max_body, to, started, deadline)
+            return await self._exchange_once(request, max_body, to, started, deadline, context)
         except (TransportError, _NotSent) as exc:
-            self._emit_request(request, None, started, str(exc))
+            self._emit_request(request, None, started, context, str(exc))
             raise
 
     def _emit_request(
-        self, request: Request, status: int | None, started: float, error: str | None = None
+        self,
+        request: Request,
+        status: int | None,
+        started: float,
+        context: contextvars.Context | None,
+        error: str | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started
         if logger.isEnabledFor(logging.DEBUG):
@@ -293,7 +320,7 @@ class Transport:
                 elapsed=elapsed,
                 error=error,
             )
-            self.emit(event)
+            self._report(event, context)
 
     async def _exchange_once(
         self,
@@ -302,6 +329,7 @@ class Transport:
         to: str | None,
         started: float,
         deadline: float | None,
+        context: contextvars.Context | None,
     ) -> Response:
         # aiohttp's exceptions carry the full URL, which may hold a key (Pinkfish puts
         # it in the path): ours are raised outside the except blocks, so none is
@@ -333,7 +361,7 @@ class Transport:
             failure = self._error(request, exc)
         if failure is not None:
             raise _NotSent(failure) if not_sent else failure
-        self._emit_request(request, status, started)
+        self._emit_request(request, status, started, context)
         response = Response(status=status, headers=headers, body=body, redact=self.provider.redact)
         remaining, reset = (
             self.provider.rate_limit_hint(response, datetime.now(timezone.utc))

@@ -1,52 +1,43 @@
-"""AsyncClient: trigger, poll until the end, and hand back an ``Outcome``.
+"""AsyncClient: trigger, wait until the end, and hand back an ``Outcome``.
 
 How it works. The provider (pure) says what to send and how to read the
-answer; the transport sends one request with its retries; this module owns
-everything in between that involves time:
-
-- the poll schedule (``PollPolicy``, or the server's ``Retry-After``);
-- the overall deadline, an anyio cancel scope around the whole wait, so it
-  also bounds the transport's retries and no request starts after it;
-- concurrency: one ``CapacityLimiter`` holds a slot per execution in flight
-  (``wait``/``run``/``run_many`` items from trigger to outcome; a bare
-  ``trigger``/``status`` only for its request);
-- a task group owned by the client, where ``run_many`` batches run so that a
-  consumer leaving its ``async for`` early cancels them at once.
+answer; the transport sends one request with its retries; the client's
+``Scheduler`` (``_scheduler.py``), started by ``async with``, owns all the
+waiting: every ``trigger``, ``wait``, ``run``, ``watch`` and every item of
+``run_many``/``wait_many`` is a job submitted to it. What is left here is the
+lifecycle, the checks of each call's arguments (all made before anything is
+sent), the client's slots (``max_concurrency``: a ``wait``/``run``/``watch``
+or batch item holds one from trigger to outcome), and the caller's side of a
+job: waiting for it, running its ``on_snapshot`` hook in the caller's own task
+(so in its contextvars context), and taking it out when the caller is
+cancelled.
 """
 
 from __future__ import annotations
 
-import functools
+import contextvars
+import inspect
 import logging
+import math
 import os
 import pathlib
 import random
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import aiohttp
 import anyio
-import attrs
+import anyio.abc
 
-from ._polling import Poller
 from ._results import make_converter
-from ._transport import RateLimiter, Transport, TransportOptions, held
-from .errors import InvalidInputError, TransportError, UnsupportedOperation
-from .events import Event, OutcomeEvent
-from .models import Artifact, Execution, Outcome, Snapshot, Status
+from ._scheduler import Job, JobOptions, Scheduler
+from ._transport import DeadlineReached, RateLimiter, Transport, TransportOptions, held
+from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
+from .events import Event
+from .models import Artifact, Execution, Outcome, Snapshot
 from .options import ClientOptions, ClientOptionsKwargs
-from .policies import check_count, check_positive, parse_retry_after
-from .providers.base import (
-    Control,
-    Provider,
-    Request,
-    Response,
-    TriggerContext,
-    TriggerOptions,
-    error_for_status,
-)
+from .policies import check_count, check_positive
+from .providers.base import Control, Provider, TriggerOptions, error_for_status
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -60,6 +51,7 @@ logger.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 MiB = 1024 * 1024
+Hook = Callable[[Snapshot], object]
 
 
 class _Default:
@@ -71,22 +63,12 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def trigger_timed_out(workflow_id: str) -> TransportError:
-    return TransportError(
-        f"the trigger of {workflow_id!r} got no answer before the deadline, so "
-        "whether a run started is unknown; raise timeout= or check the platform"
-    )
-
-
 class AsyncClient:
     """Triggers workflows on one platform and waits for their results.
 
-    Use it as ``async with AsyncClient(provider) as client:``; the client owns
-    one aiohttp session (or uses ``session=``, which it then never closes).
+    Use it as ``async with AsyncClient(provider, **options) as client:`` (the
+    options are ``ClientOptions``' fields); the client owns one aiohttp session,
+    or uses ``session=``, which it then never closes.
     """
 
     def __init__(
@@ -114,47 +96,66 @@ class AsyncClient:
         )
         self._session = session
         self._owns_session = session is None
-        self._on_event = opts.on_event
-        self._transport_options = TransportOptions(
-            retry=self.retry_policy,
-            timeout=aiohttp.ClientTimeout(
-                total=opts.request_timeout, sock_connect=opts.connect_timeout
-            ),
-            max_body=opts.max_body,
-            ssl=opts.ssl,
-            allow_insecure_http=opts.allow_insecure_http,
-        )
-        self._max_connections = opts.max_connections
-        self._converter = opts.converter or make_converter()
-        self._rng = random.Random(opts.seed)
         self._transport: Transport | None = None
-        self._slots: anyio.CapacityLimiter | None = None
-        self._connections: anyio.CapacityLimiter | None = None
-        self._trigger_slots: anyio.CapacityLimiter | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._scheduler: Scheduler | None = None
+        self._slots = anyio.CapacityLimiter(opts.max_concurrency)
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.provider!r}, max_concurrency={self.max_concurrency})"
 
-    # -- lifecycle ----------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncClient:
-        self._open()
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
+        if self._closed or self._tasks is not None:
+            raise UnsupportedOperation("this client is closed or open: create a new AsyncClient")
+        opts = self.options
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=opts.max_connections, limit_per_host=0)
+            self._session = aiohttp.ClientSession(connector=connector)
+        rng = random.Random(opts.seed)
+        self._transport = transport = Transport(
+            self._session,
+            self.provider,
+            TransportOptions(
+                retry=opts.retry,
+                timeout=aiohttp.ClientTimeout(
+                    total=opts.request_timeout, sock_connect=opts.connect_timeout
+                ),
+                max_body=opts.max_body,
+                ssl=opts.ssl,
+                allow_insecure_http=opts.allow_insecure_http,
+            ),
+            limiter=RateLimiter(self.rate_limit) if self.rate_limit else None,
+            connections=anyio.CapacityLimiter(opts.max_connections),
+            rng=rng,
+            emit=self._emit if opts.on_event is not None else None,
+        )
+        self._scheduler = Scheduler(
+            provider=self.provider,
+            transport=transport,
+            policy=self.poll_policy,
+            converter=opts.converter or make_converter(),
+            rng=rng,
+            workers=opts.max_connections,
+            max_hint=math.inf,
+            emit=transport.emit,
+        )
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        await self._tasks.start(self._scheduler.serve)
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
-                # The group holds only batch drivers, which never raise; not showing it
-                # the body's exception keeps that exception as it is, instead of
-                # wrapped in an ExceptionGroup the caller would have to unpack.
-                await self._task_group.__aexit__(None, None, None)
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()
+                # The group holds only the scheduler and batch drivers, which never raise;
+                # not showing it the body's exception keeps that exception as it is,
+                # instead of wrapped in an ExceptionGroup the caller would have to unpack.
+                await self._tasks.__aexit__(None, None, None)
         finally:
-            self._task_group = None
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -164,35 +165,11 @@ class AsyncClient:
             session, self._session = self._session, None
             await session.close()
 
-    def _open(self) -> Transport:
-        if self._closed:
-            raise UnsupportedOperation("this client is closed: create a new AsyncClient")
-        if self._transport is None:
-            if self._session is None:
-                connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
-                self._session = aiohttp.ClientSession(connector=connector)
-            self._slots = anyio.CapacityLimiter(self.max_concurrency)
-            self._connections = anyio.CapacityLimiter(self._max_connections)
-            # Triggers may use half the connections at most: in a burst of thousands,
-            # the polls that notice runs ending never queue behind triggers.
-            self._trigger_slots = anyio.CapacityLimiter(max(1, self._max_connections // 2))
-            limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
-            self._transport = Transport(
-                self._session,
-                self.provider,
-                self._transport_options,
-                limiter=limiter,
-                connections=self._connections,
-                rng=self._rng,
-                emit=self._emit if self._on_event is not None else None,
-            )
-        return self._transport
-
     def _emit(self, event: Event) -> None:
-        if self._on_event is None:
-            return
+        hook = self.options.on_event
         try:
-            self._on_event(event)
+            if hook is not None:
+                hook(event)
         except Exception:  # a metrics bug must never fail a run
             logger.exception("the on_event hook raised; the event was %s", type(event).__name__)
 
@@ -201,15 +178,21 @@ class AsyncClient:
         """How many HTTP requests this client has sent, retries included."""
         return self._transport.requests_sent if self._transport else 0
 
-    async def _send(self, request: Request, deadline: float | None = None) -> Response:
-        return await self._open().send(request, deadline=deadline)
+    def _running(self) -> Scheduler:
+        if self._scheduler is None or self._tasks is None or self._closed:
+            state = "closed" if self._closed else "not open"
+            raise UnsupportedOperation(
+                f"this client is {state}: use it inside `async with AsyncClient(...) as client:`"
+            )
+        return self._scheduler
 
-    def _slot(self) -> anyio.CapacityLimiter:
-        self._open()
-        assert self._slots is not None
-        return self._slots
+    def _timeout(self, timeout: float | None) -> float | None:
+        if timeout is DEFAULT:
+            timeout = self.poll_policy.timeout
+        check_positive("timeout", timeout, allow_none=True, allow_inf=True)
+        return timeout if timeout is None or math.isfinite(timeout) else None
 
-    def _check_execution(self, execution: Execution) -> None:
+    def _check_execution(self, execution: Execution, *, polled: bool = False) -> None:
         if not isinstance(execution, Execution):
             raise InvalidInputError(
                 f"expected an Execution (from trigger() or Execution.from_token()), "
@@ -220,8 +203,80 @@ class AsyncClient:
                 f"this execution was triggered on {execution.provider!r}, but this client "
                 f"talks to {self.provider.kind!r}: wait on it with a client of that platform"
             )
+        if polled:
+            self._check_pollable("waiting on an execution")
 
-    # -- one request each ------------------------------------------------------------
+    def _check_pollable(self, what: str) -> None:
+        if not self.provider.pollable:
+            raise UnsupportedOperation(
+                f"{what} is not possible on {self.provider.kind}: a run has no record to poll "
+                "and its result is the reply to the trigger, so use client.run(...)"
+            )
+
+    def _options(
+        self,
+        timeout: float | None,
+        result_type: type[Any] | None = None,
+        on_snapshot: Hook | None = None,
+        cancel_remote_on_exit: bool = False,
+        *,
+        snapshots_only: bool = False,
+    ) -> JobOptions:
+        """A call's options, checked before anything is sent."""
+        if on_snapshot is not None and not callable(on_snapshot):
+            raise InvalidInputError("on_snapshot must be a function of a Snapshot, or None")
+        if cancel_remote_on_exit and "cancel" not in self.provider.controls:
+            raise UnsupportedOperation(
+                f"cancel_remote_on_exit=True needs a remote cancel, which {self.provider.kind} "
+                "does not have: leave it out"
+            )
+        options = JobOptions(
+            timeout=self._timeout(timeout),
+            result_type=result_type,
+            on_snapshot=on_snapshot,
+            cancel_remote=cancel_remote_on_exit,
+            context=contextvars.copy_context(),
+            snapshots_only=snapshots_only,
+        )
+        self._running()
+        return options
+
+    def _job(self, workflow_id: str, options: JobOptions, **fields: Any) -> Job:
+        return Job(
+            options,
+            workflow_id=workflow_id,
+            deadline=options.deadline(anyio.current_time()),
+            **fields,
+        )
+
+    async def _await(self, job: Job) -> Job:
+        """Submit ``job`` and wait for its end, holding one of the client's slots; the
+        caller's hook runs here. A cancelled caller takes the job out at once."""
+        scheduler = self._running()
+        async with held(self._slots):
+            scheduler.submit(job)
+            try:
+                hook = job.options.on_snapshot
+                while not job.done or job.changes:
+                    if not job.changes:
+                        assert job.wake is not None
+                        await job.wake.wait()
+                        job.wake = anyio.Event()
+                    while job.changes and hook is not None:
+                        result = hook(job.changes.popleft())
+                        if inspect.isawaitable(result):
+                            await result
+            except BaseException:
+                ended = job.done and not job.cancelled
+                job.cancel()
+                if job.options.cancel_remote and job.execution is not None and not ended:
+                    await scheduler.cancel_remote(job.execution, job.options.context)
+                raise
+        if job.error is not None:
+            raise job.error
+        return job
+
+    # -- one request each -----------------------------------------------------------------
 
     async def trigger(
         self,
@@ -230,64 +285,44 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         connection_id: str | None = None,
+        timeout: float | None = None,
     ) -> Execution:
         """Start a run of ``workflow_id`` and return its handle, without waiting."""
-        async with held(self._slot()):
-            return (await self._trigger(workflow_id, payload, idempotency_key, connection_id))[0]
-
-    async def _trigger(
-        self,
-        workflow_id: str,
-        payload: Any,
-        idempotency_key: str | None,
-        connection_id: str | None,
-        deadline: float | None = None,
-    ) -> tuple[Execution, Snapshot | None]:
+        self._check_pollable("trigger() without waiting")
         options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
-        context = TriggerContext(now=_now(), message_id=f"msg_{uuid.uuid4().hex}", options=options)
-        request = self.provider.trigger_request(workflow_id, payload, context)
-        transport = self._open()
-        assert self._trigger_slots is not None
-        async with held(self._trigger_slots):
-            response = await transport.send(request, deadline=deadline)
-        triggered = self.provider.parse_trigger(workflow_id, response, context)
-        if triggered.snapshot is not None:  # seen when the answer came, not when the request left
-            triggered = attrs.evolve(
-                triggered, snapshot=attrs.evolve(triggered.snapshot, observed_at=_now())
-            )
-        logger.debug("triggered %s: execution %s", workflow_id, triggered.execution.execution_id)
-        return triggered.execution, triggered.snapshot
+        job = self._job(
+            workflow_id,
+            self._options(timeout),
+            payload=payload,
+            trigger_options=options,
+            trigger_only=True,
+        )
+        execution = (await self._await(job)).execution
+        assert execution is not None
+        return execution
 
-    async def status(self, execution: Execution) -> Snapshot:
+    async def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         """One poll: where ``execution`` stands now."""
-        self._check_execution(execution)
-        async with held(self._slot()):
-            return await self._status(execution)
+        self._check_execution(execution, polled=True)
+        seconds = self._timeout(timeout)
+        scheduler = self._running()
+        deadline = anyio.current_time() + seconds if seconds is not None else math.inf
+        async with held(self._slots):
+            try:
+                return await scheduler.status(execution, deadline=deadline)
+            except DeadlineReached:
+                raise PollTimeout(
+                    f"the status of execution {execution.execution_id} got no answer within "
+                    f"{timeout} s; ask again, or raise timeout=",
+                    execution=execution,
+                    snapshot=None,
+                ) from None
 
-    async def _status(
-        self, execution: Execution, request: Request | None = None, deadline: float | None = None
-    ) -> Snapshot:
-        """One poll; ``request`` is the execution's status request when the caller kept it
-        (it is a pure function of the execution, so a poll loop builds it once)."""
-        request = request or self.provider.status_request(execution)
-        response = await self._send(request, deadline)
-        snapshot = self.provider.parse_status(execution, response, _now())
-        hint = parse_retry_after(response.header("retry-after"))
-        if hint is not None and not snapshot.status.is_terminal:
-            snapshot = attrs.evolve(snapshot, retry_after=hint)
-        return snapshot
-
-    async def _control(
-        self, execution: Execution, control: Control, data: Any = None, *, hold_slot: bool = True
-    ) -> None:
+    async def _control(self, execution: Execution, control: Control, data: Any = None) -> None:
         self._check_execution(execution)
-        request = self.provider.control_request(execution, control, data)
-        if hold_slot:
-            async with held(self._slot()):
-                response = await self._send(request)
-        else:
-            response = await self._send(request)
-        self.provider.parse_control(execution, response)
+        scheduler = self._running()
+        async with held(self._slots):
+            await scheduler.control(execution, control, data)
 
     async def cancel(self, execution: Execution) -> None:
         """Ask the platform to stop the run (where it has such an operation)."""
@@ -325,8 +360,9 @@ class AsyncClient:
         check_count("max_bytes", max_bytes)
         request = self.provider.download_request(artifact)
         path = os.fspath(to) if to is not None else None
-        async with held(self._slot()):
-            response = await self._open().send(request, max_body=max_bytes, to=path)
+        transport = self._running().transport
+        async with held(self._slots):
+            response = await transport.send(request, max_body=max_bytes, to=path)
         if not 200 <= response.status < 300:
             raise error_for_status(
                 response,
@@ -335,7 +371,7 @@ class AsyncClient:
             )
         return pathlib.Path(path) if path is not None else response.body
 
-    # -- waiting -----------------------------------------------------------------------
+    # -- waiting ----------------------------------------------------------------------------
 
     @overload
     async def wait(
@@ -345,7 +381,7 @@ class AsyncClient:
         timeout: float | None = ...,
         result_type: None = None,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -356,7 +392,7 @@ class AsyncClient:
         timeout: float | None = ...,
         result_type: type[T],
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[T]: ...
 
     async def wait(
@@ -366,19 +402,19 @@ class AsyncClient:
         timeout: float | None = DEFAULT,
         result_type: type[Any] | None = None,
         cancel_remote_on_exit: bool = False,
-        on_snapshot: Callable[[Snapshot], object] | None = None,
+        on_snapshot: Hook | None = None,
     ) -> Outcome[Any]:
         """Poll ``execution`` until it ends; its ``Outcome``.
 
         ``timeout`` left out is the poll policy's; ``None`` waits without end.
         Raises ``PollTimeout`` when the deadline passes (the run may go on).
         """
-        self._check_execution(execution)
-        deadline = self._deadline(timeout)
-        async with held(self._slot()):
-            return await self._wait(
-                execution, None, deadline, result_type, cancel_remote_on_exit, on_snapshot
-            )
+        self._check_execution(execution, polled=True)
+        options = self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
+        job = self._job(execution.workflow_id, options, execution=execution)
+        outcome = (await self._await(job)).outcome
+        assert outcome is not None
+        return outcome
 
     @overload
     async def run(
@@ -391,7 +427,7 @@ class AsyncClient:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -405,7 +441,7 @@ class AsyncClient:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[T]: ...
 
     async def run(
@@ -418,81 +454,79 @@ class AsyncClient:
         idempotency_key: str | None = None,
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
-        on_snapshot: Callable[[Snapshot], object] | None = None,
+        on_snapshot: Hook | None = None,
     ) -> Outcome[Any]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
-        deadline = self._deadline(timeout)
-        async with held(self._slot()):
-            with anyio.CancelScope(deadline=deadline) as scope:
-                execution, first = await self._trigger(
-                    workflow_id, payload, idempotency_key, connection_id
-                )
-            if scope.cancelled_caught:
-                raise trigger_timed_out(workflow_id)
-            return await self._wait(
-                execution, first, deadline, result_type, cancel_remote_on_exit, on_snapshot
-            )
-
-    def _deadline(self, timeout: float | None) -> float:
-        if timeout is DEFAULT:
-            timeout = self.poll_policy.timeout
-        check_positive("timeout", timeout, allow_none=True, allow_inf=True)
-        return anyio.current_time() + timeout if timeout is not None else float("inf")
-
-    async def _wait(
-        self,
-        execution: Execution,
-        first: Snapshot | None,
-        deadline: float,
-        result_type: type[Any] | None,
-        cancel_remote_on_exit: bool,
-        on_snapshot: Callable[[Snapshot], object] | None = None,
-    ) -> Outcome[Any]:
-        """Poll until the end under ``deadline``, without taking a slot."""
-        poller = Poller(self, execution, first, on_snapshot)
-        outcome = await poller.outcome(deadline, result_type, cancel_remote_on_exit)
-        self._ended(outcome)
-        return outcome
-
-    def _ended(self, outcome: Outcome[Any]) -> None:
-        """Report an execution's end: the ``OutcomeEvent`` hook and one INFO line."""
-        execution = outcome.execution
-        assert execution is not None
-        if self._on_event is not None:
-            self._emit(
-                OutcomeEvent(
-                    provider=self.provider.kind,
-                    execution=execution,
-                    status=outcome.status or Status.FAILED,
-                    polls=outcome.polls,
-                )
-            )
-        logger.info(
-            "execution %s of %s ended %s after %d polls",
-            execution.execution_id,
-            execution.workflow_id,
-            outcome.raw_status,
-            outcome.polls,
+        job = self._job(
+            workflow_id,
+            self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            payload=payload,
+            trigger_options=TriggerOptions(
+                idempotency_key=idempotency_key, connection_id=connection_id
+            ),
         )
+        outcome = (await self._await(job)).outcome
+        assert outcome is not None
+        return outcome
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
     ) -> AsyncIterator[Snapshot]:
         """Each change of status or steps, until the execution ends (the last is terminal)."""
-        self._check_execution(execution)
-        deadline = self._deadline(timeout)
-        changes: list[Snapshot] = []
-        poller = Poller(self, execution, None, changes.append)
-        while not poller.done:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                async with held(self._slot()):
-                    await poller.next()
-            if scope.cancelled_caught:
-                raise poller.timeout_error()
-            while changes:
-                yield changes.pop(0)
+        self._check_execution(execution, polled=True)
+        options = self._options(timeout, snapshots_only=True)
+        job = self._job(execution.workflow_id, options, execution=execution)
+        scheduler = self._running()
+        # on behalf of the job: each step of the iteration may run in another task
+        await self._slots.acquire_on_behalf_of(job)
+        try:
+            scheduler.submit(job)
+            while not job.done or job.changes:
+                if not job.changes:
+                    assert job.wake is not None
+                    await job.wake.wait()
+                    job.wake = anyio.Event()
+                while job.changes:
+                    yield job.changes.popleft()
+        finally:
+            job.cancel()
+            self._slots.release_on_behalf_of(job)
+        if job.error is not None:
+            raise job.error
 
-    # -- batches -------------------------------------------------------------------------
+    # -- batches ------------------------------------------------------------------------------
+
+    @overload
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = ...,
+        result_type: None = None,
+        timeout: float | None = ...,
+        key: Callable[[Any], Any] | None = ...,
+        fail_fast: bool = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> Batch[Any]: ...
+
+    @overload
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = ...,
+        result_type: type[T],
+        timeout: float | None = ...,
+        key: Callable[[Any], Any] | None = ...,
+        fail_fast: bool = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> Batch[T]: ...
 
     def run_many(
         self,
@@ -505,25 +539,60 @@ class AsyncClient:
         key: Callable[[Any], Any] | None = None,
         fail_fast: bool = False,
         journal: str | os.PathLike[str] | None = None,
-    ) -> Batch:
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
+    ) -> Batch[Any]:
         """Run ``workflow_id`` once per payload; an async iterator of ``Outcome``s as they end.
 
         At most ``concurrency`` items are in flight and ``payloads`` is read only
-        as slots free up. Leaving the ``async for`` early cancels the rest.
-        With ``journal="batch.sqlite"`` every item's intent, token and outcome is
+        as slots free up. Use it as ``async with client.run_many(...) as batch:``
+        where the batch is held in a variable: leaving that block (or the
+        ``async for``) early cancels every item still in flight. With
+        ``journal="batch.sqlite"`` every item's intent, token and outcome is
         recorded, and running the same batch again resumes instead of re-triggering.
         """
-        return self._batch(
-            "run_many",
+        from ._batch import Batch
+        from ._engine import Engine
+
+        engine = Engine(
+            self._running(),
+            self._slots,
             workflow_id,
             payloads,
             concurrency=concurrency,
-            result_type=result_type,
-            timeout=timeout,
+            options=self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
             key=key,
             fail_fast=fail_fast,
             journal=journal,
         )
+        assert self._tasks is not None
+        return Batch(self._tasks, engine)
+
+    @overload
+    def wait_many(
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = ...,
+        result_type: None = None,
+        timeout: float | None = ...,
+        fail_fast: bool = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> Batch[Any]: ...
+
+    @overload
+    def wait_many(
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = ...,
+        result_type: type[T],
+        timeout: float | None = ...,
+        fail_fast: bool = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> Batch[T]: ...
 
     def wait_many(
         self,
@@ -533,7 +602,9 @@ class AsyncClient:
         result_type: type[Any] | None = None,
         timeout: float | None = DEFAULT,
         fail_fast: bool = False,
-    ) -> Batch:
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
+    ) -> Batch[Any]:
         """Wait on many executions at once; an async iterator of ``Outcome``s as they end.
 
         ``executions`` are handles from ``trigger()`` or ``Execution.from_token()``
@@ -542,30 +613,21 @@ class AsyncClient:
         ``key``); an entry that is not an execution of this client's platform
         ends with ``InvalidInputError`` in ``exception`` and the batch goes on.
         """
-        return self._batch(
-            "wait_many",
-            "wait_many",
-            executions,
-            concurrency=concurrency,
-            result_type=result_type,
-            timeout=timeout,
-            key=None,
-            fail_fast=fail_fast,
-            journal=None,
-            waits=True,
-        )
-
-    def _batch(
-        self, what: str, workflow_id: str, items: Any, *, timeout: float | None, **options: Any
-    ) -> Batch:
         from ._batch import Batch
         from ._engine import Engine
 
-        if self._task_group is None:
-            raise UnsupportedOperation(
-                f"{what} needs the client's task group: use `async with AsyncClient(...) as "
-                "client:` around it"
-            )
-        deadline_for = functools.partial(self._deadline, timeout)
-        engine = Engine(self, workflow_id, items, deadline_for=deadline_for, **options)
-        return Batch(self._task_group, engine)
+        self._check_pollable("wait_many")
+        engine = Engine(
+            self._running(),
+            self._slots,
+            "wait_many",
+            executions,
+            concurrency=concurrency,
+            options=self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            key=None,
+            fail_fast=fail_fast,
+            journal=None,
+            check_execution=self._check_execution,
+        )
+        assert self._tasks is not None
+        return Batch(self._tasks, engine)

@@ -9,6 +9,11 @@ async iterator's ``__anext__`` through the portal.
 
 Ctrl-C while a call blocks cancels the task in the portal, waits for it to
 unwind (so no request is left running), then re-raises ``KeyboardInterrupt``.
+
+The loop runs on a daemon thread of its own, so a script that never closes
+its ``Client`` still exits: the client is closed when it is collected or at
+interpreter exit, with a ``ResourceWarning`` (as aiohttp warns of an unclosed
+session).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import contextlib
 import functools
 import os
 import pathlib
+import threading
+import warnings
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -38,9 +46,67 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 T = TypeVar("T")
+Hook = Callable[[Snapshot], object]
 
 #: how long Ctrl-C waits for the cancelled task to unwind before giving up on it
 _UNWIND_SECONDS = 5.0
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, with a portal into it and the client entered."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._closed = False
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        portals: list[anyio.from_thread.BlockingPortal] = []
+
+        async def serve() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                portals.append(portal)
+                ready.set()
+                await portal.sleep_until_stopped()
+
+        def main() -> None:
+            try:
+                anyio.run(serve)
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=main, name="workflow_trigger.Client", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if not portals:  # pragma: no cover - the event loop could not start
+            raise RuntimeError("the event loop thread of workflow_trigger.Client did not start")
+        self.portal = portals[0]
+        self._entered = self.portal.wrap_async_context_manager(client)
+        try:
+            self._entered.__enter__()
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def close(self, *, unclosed: bool = False) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if unclosed:
+            warnings.warn(
+                "a workflow_trigger.Client was never closed: use `with Client(...) as "
+                "client:` or call client.close()",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        try:
+            self._entered.__exit__(None, None, None)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has already stopped
+            self.portal.call(self.portal.stop)
+        self._thread.join()
 
 
 def _refuse_inside_event_loop() -> None:
@@ -70,13 +136,9 @@ class Client:
                 "blocking client runs its own; use AsyncClient(session=...) instead"
             )
         self._async = AsyncClient(provider, **options)
-        self._stack = contextlib.ExitStack()
-        try:
-            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
-            self._stack.enter_context(self._portal.wrap_async_context_manager(self._async))
-        except BaseException:
-            self._stack.close()
-            raise
+        self._loop = _LoopThread(self._async)
+        self._portal = self._loop.portal
+        self._finalizer = weakref.finalize(self, self._loop.close, unclosed=True)
 
     def __repr__(self) -> str:
         return f"Client({self._async.provider!r})"
@@ -84,12 +146,13 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         """Close the session and stop the background thread (idempotent)."""
-        self._stack.close()
+        self._finalizer.detach()
+        self._loop.close()
 
     @property
     def requests_sent(self) -> int:
@@ -112,6 +175,7 @@ class Client:
         *,
         idempotency_key: str | None = None,
         connection_id: str | None = None,
+        timeout: float | None = None,
     ) -> Execution:
         return self._call(
             self._async.trigger,
@@ -119,10 +183,11 @@ class Client:
             payload,
             idempotency_key=idempotency_key,
             connection_id=connection_id,
+            timeout=timeout,
         )
 
-    def status(self, execution: Execution) -> Snapshot:
-        return self._call(self._async.status, execution)
+    def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
+        return self._call(self._async.status, execution, timeout=timeout)
 
     @overload
     def wait(
@@ -132,7 +197,7 @@ class Client:
         timeout: float | None = ...,
         result_type: None = None,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -143,11 +208,26 @@ class Client:
         timeout: float | None = ...,
         result_type: type[T],
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[T]: ...
 
-    def wait(self, execution: Execution, **options: Any) -> Outcome[Any]:
-        return self._call(self._async.wait, execution, **options)
+    def wait(
+        self,
+        execution: Execution,
+        *,
+        timeout: float | None = DEFAULT,
+        result_type: type[Any] | None = None,
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
+    ) -> Outcome[Any]:
+        return self._call(
+            self._async.wait,
+            execution,
+            timeout=timeout,
+            result_type=result_type,
+            cancel_remote_on_exit=cancel_remote_on_exit,
+            on_snapshot=on_snapshot,
+        )
 
     @overload
     def run(
@@ -160,7 +240,7 @@ class Client:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[Any]: ...
 
     @overload
@@ -174,11 +254,32 @@ class Client:
         idempotency_key: str | None = ...,
         connection_id: str | None = ...,
         cancel_remote_on_exit: bool = ...,
-        on_snapshot: Callable[[Snapshot], object] | None = ...,
+        on_snapshot: Hook | None = ...,
     ) -> Outcome[T]: ...
 
-    def run(self, workflow_id: str, payload: Any = None, **options: Any) -> Outcome[Any]:
-        return self._call(self._async.run, workflow_id, payload, **options)
+    def run(
+        self,
+        workflow_id: str,
+        payload: Any = None,
+        *,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        idempotency_key: str | None = None,
+        connection_id: str | None = None,
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
+    ) -> Outcome[Any]:
+        return self._call(
+            self._async.run,
+            workflow_id,
+            payload,
+            result_type=result_type,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            connection_id=connection_id,
+            cancel_remote_on_exit=cancel_remote_on_exit,
+            on_snapshot=on_snapshot,
+        )
 
     def cancel(self, execution: Execution) -> None:
         self._call(self._async.cancel, execution)
@@ -200,37 +301,144 @@ class Client:
         self, artifact: Artifact, *, to: str | os.PathLike[str], max_bytes: int = ...
     ) -> pathlib.Path: ...
 
-    def download(self, artifact: Artifact, **options: Any) -> bytes | pathlib.Path:
+    def download(
+        self,
+        artifact: Artifact,
+        *,
+        to: str | os.PathLike[str] | None = None,
+        max_bytes: int = 100 * 1024 * 1024,
+    ) -> bytes | pathlib.Path:
         """A result file's bytes, or with ``to=`` the path it was streamed to."""
-        return self._call(self._async.download, artifact, **options)
+        return self._call(self._async.download, artifact, to=to, max_bytes=max_bytes)
 
     def watch(self, execution: Execution, *, timeout: float | None = DEFAULT) -> Iterator[Snapshot]:
         """Each change of status or steps until the end, as a blocking iterator."""
         return BlockingIterator(self, self._async.watch(execution, timeout=timeout))
 
+    @overload
     def run_many(
         self,
         workflow_id: str,
         payloads: Iterable[Any] | AsyncIterable[Any],
-        **options: Any,
+        *,
+        concurrency: int = ...,
+        result_type: None = None,
+        timeout: float | None = ...,
+        key: Callable[[Any], Any] | None = ...,
+        fail_fast: bool = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> BlockingIterator[Outcome[Any]]: ...
+
+    @overload
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = ...,
+        result_type: type[T],
+        timeout: float | None = ...,
+        key: Callable[[Any], Any] | None = ...,
+        fail_fast: bool = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> BlockingIterator[Outcome[T]]: ...
+
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 100,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        key: Callable[[Any], Any] | None = None,
+        fail_fast: bool = False,
+        journal: str | os.PathLike[str] | None = None,
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
     ) -> BlockingIterator[Outcome[Any]]:
         """``AsyncClient.run_many`` as a blocking iterator; leaving the loop early
         (``break``, an exception, Ctrl-C) cancels every item still in flight."""
-        batch = self._call(_in_loop, self._async.run_many, workflow_id, payloads, **options)
+        batch = self._call(
+            _in_loop,
+            functools.partial(
+                self._async.run_many,
+                workflow_id,
+                payloads,
+                concurrency=concurrency,
+                result_type=result_type,
+                timeout=timeout,
+                key=key,
+                fail_fast=fail_fast,
+                journal=journal,
+                cancel_remote_on_exit=cancel_remote_on_exit,
+                on_snapshot=on_snapshot,
+            ),
+        )
         return BlockingIterator(self, batch)
 
+    @overload
     def wait_many(
-        self, executions: Iterable[Execution] | AsyncIterable[Execution], **options: Any
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = ...,
+        result_type: None = None,
+        timeout: float | None = ...,
+        fail_fast: bool = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> BlockingIterator[Outcome[Any]]: ...
+
+    @overload
+    def wait_many(
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = ...,
+        result_type: type[T],
+        timeout: float | None = ...,
+        fail_fast: bool = ...,
+        cancel_remote_on_exit: bool = ...,
+        on_snapshot: Hook | None = ...,
+    ) -> BlockingIterator[Outcome[T]]: ...
+
+    def wait_many(
+        self,
+        executions: Iterable[Execution] | AsyncIterable[Execution],
+        *,
+        concurrency: int = 100,
+        result_type: type[Any] | None = None,
+        timeout: float | None = DEFAULT,
+        fail_fast: bool = False,
+        cancel_remote_on_exit: bool = False,
+        on_snapshot: Hook | None = None,
     ) -> BlockingIterator[Outcome[Any]]:
         """``AsyncClient.wait_many`` as a blocking iterator; leaving the loop early
         cancels every wait still in flight."""
-        batch = self._call(_in_loop, self._async.wait_many, executions, **options)
+        batch = self._call(
+            _in_loop,
+            functools.partial(
+                self._async.wait_many,
+                executions,
+                concurrency=concurrency,
+                result_type=result_type,
+                timeout=timeout,
+                fail_fast=fail_fast,
+                cancel_remote_on_exit=cancel_remote_on_exit,
+                on_snapshot=on_snapshot,
+            ),
+        )
         return BlockingIterator(self, batch)
 
 
-async def _in_loop(make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _in_loop(make: Callable[[], T]) -> T:
     """Call ``make`` on the portal's event loop: a batch belongs to the loop it is made in."""
-    return make(*args, **kwargs)
+    return make()
 
 
 class BlockingIterator(Iterator[T]):

@@ -113,6 +113,7 @@ class AwaitStep(ProviderBase):
     """AwaitStep workflows (Cloudflare Workflows) through the AwaitStep API."""
 
     kind: ClassVar[str] = "awaitstep"
+    controls: ClassVar[frozenset[Control]] = frozenset({"cancel", "pause", "resume", "event"})
 
     def __init__(
         self,

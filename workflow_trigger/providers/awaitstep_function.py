@@ -48,6 +48,7 @@ class AwaitStepFunction(ProviderBase):
     """
 
     kind: ClassVar[str] = "awaitstep_function"
+    pollable: ClassVar[bool] = False
 
     def __init__(self, url: str, *, headers: Mapping[str, str] | None = None) -> None:
         try:

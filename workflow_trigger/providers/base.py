@@ -150,6 +150,10 @@ class Provider(Protocol):
     honours_idempotency_key: ClassVar[bool]
     #: True when ``rate_limit_hint`` may find something (saves the work on every response)
     reports_rate_limits: ClassVar[bool]
+    #: whether a triggered run can be polled (False: the trigger's reply is the result)
+    pollable: ClassVar[bool]
+    #: the controls ``control_request`` can build
+    controls: ClassVar[frozenset[Control]]
     default_poll: PollPolicy
     default_rate_limit: float | None
 
@@ -193,6 +197,8 @@ class ProviderBase:
     kind: ClassVar[str] = "base"
     honours_idempotency_key: ClassVar[bool] = False
     reports_rate_limits: ClassVar[bool] = False
+    pollable: ClassVar[bool] = True
+    controls: ClassVar[frozenset[Control]] = frozenset()
     default_poll: PollPolicy = PollPolicy()
     default_rate_limit: float | None = None
     #: query parameters whose values are masked wherever a URL is shown

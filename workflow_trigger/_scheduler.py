@@ -1,0 +1,513 @@
+"""The client-wide scheduler: every trigger and every poll of a client goes through it.
+
+Theory of operation. ``wait``, ``run``, ``watch``, ``trigger``, ``run_many``
+and ``wait_many`` all hand the scheduler a ``Job`` (one execution to trigger,
+to wait on, or both) and wait for it to end: a single call awaits one event,
+a batch is told through its ``Owner`` hooks. Jobs are not tasks. A pool of
+workers, at most one per connection and started only as work arrives, takes
+the next thing to do: a trigger (while fewer than half the workers are
+triggering, so in a burst of thousands the polls that notice runs ending
+never queue behind triggers), else a poll that is due. Between its polls a
+job is an entry in a timer heap that one dispatcher task watches. Ten
+thousand executions in flight are ten thousand small objects, whichever
+method started them, not ten thousand tasks with their sleeps and scopes.
+
+Deadlines are enforced one way: a job's deadline bounds each of its requests
+through the transport (``Transport.send(deadline=)``: no try starts or waits
+past it and a try in flight is cut short at it), and its timer entry is never
+later than its deadline, so a job whose trigger is still queued or whose next
+poll is not yet due ends on time too.
+
+A job ends with an ``Outcome`` or with one of our errors. Anything else an
+action raises (a bug, a parse the provider did not foresee) ends that job
+with a ``ProtocolError``; it never stops a worker or another job. Cancelling
+a job (its caller was cancelled, a batch was left early) removes it at once:
+its timer entry is skipped, and the request a worker has in flight for it is
+cancelled through the step's cancel scope, so none is sent after.
+
+What happens to one execution between its polls is ``ExecutionState``'s
+business (``_state.py``, pure); this module only does the waiting and the I/O.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import logging
+import math
+import random
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import attrs
+import cattrs
+
+from ._state import ExecutionState
+from ._transport import DeadlineReached, Transport
+from .errors import ProtocolError, TransportError, WorkflowTriggerError
+from .events import Event, OutcomeEvent
+from .models import Execution, Outcome, Snapshot, Status
+from .policies import PollPolicy, parse_retry_after
+from .providers.base import Control, Provider, Request, TriggerContext, TriggerOptions
+
+__all__ = ["Job", "JobOptions", "Owner", "Scheduler"]
+
+logger = logging.getLogger("workflow_trigger")
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def trigger_timed_out(workflow_id: str) -> TransportError:
+    return TransportError(
+        f"the trigger of {workflow_id!r} got no answer before the deadline, so "
+        "whether a run started is unknown; raise timeout= or check the platform"
+    )
+
+
+def trigger_not_sent(workflow_id: str) -> TransportError:
+    return TransportError(
+        f"the deadline passed before the trigger of {workflow_id!r} could be sent (every "
+        "connection for triggers was busy): nothing was sent; raise timeout= or lower the load"
+    )
+
+
+class Owner(Protocol):
+    """A batch that owns jobs: told of each step instead of an event being set."""
+
+    async def before_trigger(self, job: Job) -> None:
+        """Just before the trigger is sent (the journal records the intent here)."""
+
+    async def triggered(self, job: Job) -> None:
+        """The trigger answered: ``job.execution`` is known (the journal records it)."""
+
+    async def changed(self, job: Job, snapshot: Snapshot) -> None:
+        """A change of status or steps (only for jobs that report them)."""
+
+    async def ended(self, job: Job) -> None:
+        """``job.outcome`` or ``job.error`` is set."""
+
+
+@attrs.frozen(kw_only=True)
+class JobOptions:
+    """What a call asked of its execution(s); one shared by every item of a batch."""
+
+    timeout: float | None = None  # seconds from the job's start; None: no end
+    result_type: type[Any] | None = None
+    on_snapshot: Callable[[Snapshot], object] | None = None
+    cancel_remote: bool = False
+    #: the caller's contextvars, where its hooks and events run
+    context: contextvars.Context | None = None
+    #: a watch: each change is collected for the caller, and no result is fetched
+    snapshots_only: bool = False
+
+    @property
+    def reports(self) -> bool:
+        """Whether each change of status or steps is reported (to the owner or the caller)."""
+        return self.on_snapshot is not None or self.snapshots_only
+
+    def deadline(self, now: float) -> float:
+        return now + self.timeout if self.timeout is not None else math.inf
+
+
+class Job:
+    """One execution the scheduler works on, from its trigger (if any) to its end."""
+
+    __slots__ = (
+        "cancelled",
+        "changes",
+        "deadline",
+        "done",
+        "error",
+        "execution",
+        "options",
+        "outcome",
+        "owner",
+        "payload",
+        "request",
+        "scope",
+        "seq",
+        "state",
+        "trigger_only",
+        "trigger_options",
+        "triggering",
+        "wake",
+        "workflow_id",
+    )
+
+    def __init__(
+        self,
+        options: JobOptions,
+        *,
+        workflow_id: str,
+        deadline: float,
+        payload: Any = None,
+        execution: Execution | None = None,
+        trigger_options: TriggerOptions | None = None,
+        trigger_only: bool = False,
+        owner: Owner | None = None,
+    ) -> None:
+        self.options = options
+        self.workflow_id = workflow_id
+        self.deadline = deadline
+        self.payload = payload
+        self.execution = execution
+        self.trigger_options = trigger_options or _NO_OPTIONS
+        self.trigger_only = trigger_only
+        self.owner = owner
+        self.state: ExecutionState | None = None
+        self.request: Request | None = None
+        self.outcome: Outcome[Any] | None = None
+        self.error: WorkflowTriggerError | None = None
+        self.done = False  # ended, or cancelled: no worker touches it any more
+        self.cancelled = False
+        self.triggering = False
+        self.scope: anyio.CancelScope | None = None
+        self.seq = -1  # the timer entry that counts (older ones are skipped)
+        #: the changes the caller's task has yet to see (a single call that reports them)
+        self.changes: deque[Snapshot] | None = (
+            deque() if owner is None and options.reports else None
+        )
+        #: set when the job ends or has a change, for a single call's caller
+        self.wake: anyio.Event | None = anyio.Event() if owner is None else None
+
+    def fields(self) -> dict[str, Any]:
+        """What a batch adds to this job's ``Outcome`` (index, key...)."""
+        return {}
+
+    def cancel(self, *, let_trigger_finish: bool = False) -> None:
+        """Take the job out of the scheduler; with ``let_trigger_finish``, a trigger on
+        the wire still gets its answer (and its owner's ``triggered``), nothing after."""
+        if self.done:
+            return
+        self.done = self.cancelled = True
+        if self.scope is not None and not (let_trigger_finish and self.triggering):
+            self.scope.cancel()
+
+
+_NO_OPTIONS = TriggerOptions()
+
+
+class Scheduler:
+    """Owns all waiting of one client: workers, the timer heap, every deadline."""
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        transport: Transport,
+        policy: PollPolicy,
+        converter: cattrs.Converter,
+        rng: random.Random,
+        workers: int,
+        max_hint: float,
+        emit: Callable[[Event], None] | None,
+    ) -> None:
+        self.provider = provider
+        self.transport = transport
+        self.policy = policy
+        self.converter = converter
+        self.rng = rng
+        self.max_workers = workers
+        self.max_hint = max_hint
+        self.emit = emit
+        self.trigger_cap = max(1, workers // 2)
+        self._triggers: deque[Job] = deque()
+        self._due: deque[Job] = deque()
+        self._heap: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
+        self._idle: deque[anyio.Event] = deque()  # one per worker waiting for work
+        self._workers = 0
+        self._triggering = 0
+        self._timer: anyio.Event | None = None  # wakes the dispatcher for a sooner entry
+        self._sleeping_until = math.inf
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run the dispatcher (and the workers it starts) until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            await self._dispatch()
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Start working on ``job``: trigger it, or (with an execution) wait on it."""
+        if job.execution is not None:
+            self.start_waiting(job, job.execution, None)
+            return
+        self._triggers.append(job)
+        if math.isfinite(job.deadline):  # a queued trigger ends at its deadline too
+            self._push(job, job.deadline)
+        self._wake()
+
+    def start_waiting(self, job: Job, execution: Execution, first: Snapshot | None) -> None:
+        job.execution = execution
+        job.state = ExecutionState(
+            execution,
+            policy=self.policy,
+            rng=self.rng,
+            deadline=job.deadline,
+            max_hint=self.max_hint,
+            first=first,
+        )
+        self._schedule(job)
+
+    def _schedule(self, job: Job) -> None:
+        assert job.state is not None
+        self._push(job, job.state.next_poll_at(anyio.current_time()))
+
+    def _push(self, job: Job, when: float) -> None:
+        job.seq = seq = next(self._order)
+        heapq.heappush(self._heap, (when, seq, job))
+        if when < self._sleeping_until and self._timer is not None:
+            self._timer.set()
+
+    def _wake(self) -> None:
+        if self._idle:
+            self._idle.popleft().set()
+        elif self._workers < self.max_workers and self._tasks is not None:
+            self._workers += 1
+            self._tasks.start_soon(self._worker)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Move each job to the due queue when its timer entry comes."""
+        heap, due = self._heap, self._due
+        while True:
+            now = anyio.current_time() + 0.001
+            while heap and heap[0][0] <= now:
+                _, seq, job = heapq.heappop(heap)
+                if not job.done and seq == job.seq:
+                    due.append(job)
+                    self._wake()
+            self._sleeping_until = heap[0][0] if heap else math.inf
+            self._timer = timer = anyio.Event()
+            with anyio.CancelScope(deadline=self._sleeping_until):
+                await timer.wait()
+
+    async def _worker(self) -> None:
+        due, triggers = self._due, self._triggers
+        while True:
+            if triggers and self._triggering < self.trigger_cap:
+                job = triggers.popleft()
+                if job.done or job.state is not None:
+                    continue
+                self._triggering += 1
+                try:
+                    await self._step(job, self._trigger)
+                finally:
+                    self._triggering -= 1
+            elif due:
+                job = due.popleft()
+                if not job.done:
+                    await self._step(job, self._poll)
+            else:
+                event = anyio.Event()
+                self._idle.append(event)
+                await event.wait()
+
+    async def _step(self, job: Job, action: Callable[[Job], Awaitable[None]]) -> None:
+        with anyio.CancelScope() as job.scope:
+            try:
+                await action(job)
+            except WorkflowTriggerError as exc:
+                await self._fail(job, exc)
+            except Exception as exc:  # not ours: this job's error, never the worker's end
+                error = ProtocolError(
+                    f"reading the answer about {job.execution or job.workflow_id!r} failed "
+                    f"unexpectedly ({type(exc).__name__}); the platform's answer may break "
+                    "its documented shape"
+                )
+                error.__cause__ = exc
+                await self._fail(job, error)
+        job.scope = None
+
+    # -- one step of one job -------------------------------------------------------------
+
+    async def _trigger(self, job: Job) -> None:
+        if anyio.current_time() >= job.deadline:
+            raise trigger_not_sent(job.workflow_id)
+        if job.owner is not None:
+            await job.owner.before_trigger(job)
+        context = TriggerContext(
+            now=now_utc(), message_id=f"msg_{uuid.uuid4().hex}", options=job.trigger_options
+        )
+        request = self.provider.trigger_request(job.workflow_id, job.payload, context)
+        job.payload = None  # polls do not need it: let it go
+        job.triggering = True
+        try:
+            response = await self.transport.send(
+                request, deadline=_finite(job.deadline), context=job.options.context
+            )
+        except DeadlineReached:
+            raise trigger_timed_out(job.workflow_id) from None
+        finally:
+            job.triggering = False
+        triggered = self.provider.parse_trigger(job.workflow_id, response, context)
+        first = triggered.snapshot
+        if first is not None:  # seen when the answer came, not when the request left
+            first = attrs.evolve(first, observed_at=now_utc())
+        job.execution = triggered.execution
+        logger.debug("triggered %s: execution %s", job.workflow_id, job.execution.execution_id)
+        if job.owner is not None:
+            await job.owner.triggered(job)
+        if job.trigger_only or job.cancelled:
+            await self._end(job)
+            return
+        self.start_waiting(job, triggered.execution, first)
+        if first is not None and job.options.reports:
+            await self._changed(job, first)
+        if job.state is not None and job.state.done:
+            await self._finish(job)
+
+    async def _poll(self, job: Job) -> None:
+        state = job.state
+        if state is None:  # a trigger still queued when its deadline came
+            raise trigger_not_sent(job.workflow_id)
+        if state.expired(anyio.current_time()):
+            raise state.timeout_error()
+        if job.request is None:
+            job.request = self.provider.status_request(state.execution)
+        try:
+            snapshot = await self.status(
+                state.execution, job.request, state.deadline, job.options.context
+            )
+        except DeadlineReached:
+            raise state.timeout_error() from None
+        if state.observe(snapshot) and job.options.reports:
+            await self._changed(job, snapshot)
+        if state.done:
+            await self._finish(job)
+        else:
+            self._schedule(job)
+
+    async def _finish(self, job: Job) -> None:
+        state = job.state
+        assert state is not None and state.last is not None
+        if job.options.snapshots_only:
+            await self._end(job)
+            return
+        ended = state.last
+        request = self.provider.result_request(state.execution, ended)
+        if request is not None:
+            try:
+                response = await self.transport.send(
+                    request, deadline=_finite(state.deadline), context=job.options.context
+                )
+            except DeadlineReached:
+                raise state.timeout_error() from None
+            ended = self.provider.parse_result(state.execution, ended, response)
+        outcome = state.outcome(ended, self.converter, job.options.result_type, **job.fields())
+        self._report(job, outcome)
+        await self._end(job, outcome=outcome)
+
+    async def _fail(self, job: Job, error: WorkflowTriggerError) -> None:
+        if job.options.cancel_remote and job.execution is not None and not job.cancelled:
+            await self.cancel_remote(job.execution, job.options.context)
+        await self._end(job, error=error)
+
+    async def _end(
+        self,
+        job: Job,
+        *,
+        outcome: Outcome[Any] | None = None,
+        error: WorkflowTriggerError | None = None,
+    ) -> None:
+        if job.cancelled:
+            return  # nobody waits for it any more
+        job.outcome, job.error, job.done = outcome, error, True
+        if job.owner is not None:
+            await job.owner.ended(job)
+        elif job.wake is not None:
+            job.wake.set()
+
+    async def _changed(self, job: Job, snapshot: Snapshot) -> None:
+        if job.owner is not None:
+            await job.owner.changed(job, snapshot)
+        elif job.changes is not None and job.wake is not None:
+            job.changes.append(snapshot)  # the caller's own task runs its hook, in its context
+            job.wake.set()
+
+    def _report(self, job: Job, outcome: Outcome[Any]) -> None:
+        """An execution ended: the ``OutcomeEvent`` hook and one INFO line."""
+        execution = outcome.execution
+        assert execution is not None
+        if self.emit is not None:
+            event = OutcomeEvent(
+                provider=self.provider.kind,
+                execution=execution,
+                status=outcome.status or Status.FAILED,
+                polls=outcome.polls,
+            )
+            if job.options.context is not None:
+                job.options.context.run(self.emit, event)
+            else:
+                self.emit(event)
+        logger.info(
+            "execution %s of %s ended %s after %d polls",
+            execution.execution_id,
+            execution.workflow_id,
+            outcome.raw_status,
+            outcome.polls,
+        )
+
+    # -- requests that are not steps -----------------------------------------------------
+
+    async def status(
+        self,
+        execution: Execution,
+        request: Request | None = None,
+        deadline: float = math.inf,
+        context: contextvars.Context | None = None,
+    ) -> Snapshot:
+        """One poll now (``DeadlineReached`` past ``deadline``)."""
+        request = request or self.provider.status_request(execution)
+        response = await self.transport.send(request, deadline=_finite(deadline), context=context)
+        snapshot = self.provider.parse_status(execution, response, now_utc())
+        hint = parse_retry_after(response.header("retry-after"))
+        if hint is not None and not snapshot.status.is_terminal:
+            snapshot = attrs.evolve(snapshot, retry_after=hint)
+        return snapshot
+
+    async def control(
+        self,
+        execution: Execution,
+        control: Control,
+        data: Any = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        request = self.provider.control_request(execution, control, data)
+        response = await self.transport.send(request, context=context)
+        self.provider.parse_control(execution, response)
+
+    async def cancel_remote(
+        self, execution: Execution, context: contextvars.Context | None = None
+    ) -> None:
+        """Ask the platform to cancel ``execution``, shielded and bounded, logging a failure:
+        whoever asks is on its way out, and that exit must not be masked."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self.control(execution, "cancel", context=context)
+            except Exception as exc:
+                logger.warning(
+                    "could not cancel execution %s remotely: %s", execution.execution_id, exc
+                )
+
+    def cancel_remote_soon(self, execution: Execution) -> None:
+        """``cancel_remote`` in the scheduler's own task group (a batch left early)."""
+        if self._tasks is not None:
+            self._tasks.start_soon(self.cancel_remote, execution)
+
+
+def _finite(deadline: float) -> float | None:
+    return deadline if math.isfinite(deadline) else None
