@@ -96,9 +96,9 @@ if __name__ == "__main__":
     parser.add_argument("--instance", default="pi_test")  # the emulator's default keys
     parser.add_argument("--key", default="ck_test_key")
     args = parser.parse_args()
+    command = [sys.executable, str(HERE / "_fanout_server.py"), "--workflow", args.workflow]
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "_fanout_server.py"), "--min", str(args.min)]
-        + ["--max", str(args.max), "--workflow", args.workflow],
+        [*command, "--min", str(args.min), "--max", str(args.max)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
