@@ -39,7 +39,7 @@ import math
 import random
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -181,6 +181,16 @@ class Job:
     def fields(self) -> dict[str, Any]:
         """What a batch adds to this job's ``Outcome`` (index, key...)."""
         return {}
+
+    async def updates(self) -> AsyncIterator[Snapshot]:
+        """For a single call's caller: each change it reports, until the job is done."""
+        assert self.wake is not None
+        while not self.done or self.changes:
+            if not self.changes:
+                await self.wake.wait()
+                self.wake = anyio.Event()
+            while self.changes:
+                yield self.changes.popleft()
 
     def cancel(self, *, let_trigger_finish: bool = False) -> None:
         """Take the job out of the scheduler; with ``let_trigger_finish``, a trigger on

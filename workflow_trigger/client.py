@@ -23,7 +23,7 @@ import os
 import pathlib
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import aiohttp
 import anyio
@@ -49,7 +49,14 @@ __all__ = ["DEFAULT", "AsyncClient"]
 logger = logging.getLogger("workflow_trigger")
 logger.addHandler(logging.NullHandler())
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # T defaults to Any where no result_type is given (PEP 696)
+    from typing_extensions import TypeVar
+
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 MiB = 1024 * 1024
 Hook = Callable[[Snapshot], object]
 
@@ -216,7 +223,7 @@ class AsyncClient:
     def _options(
         self,
         timeout: float | None,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         on_snapshot: Hook | None = None,
         cancel_remote_on_exit: bool = False,
         *,
@@ -257,15 +264,9 @@ class AsyncClient:
             scheduler.submit(job)
             try:
                 hook = job.options.on_snapshot
-                while not job.done or job.changes:
-                    if not job.changes:
-                        assert job.wake is not None
-                        await job.wake.wait()
-                        job.wake = anyio.Event()
-                    while job.changes and hook is not None:
-                        result = hook(job.changes.popleft())
-                        if inspect.isawaitable(result):
-                            await result
+                async for snapshot in job.updates():
+                    if hook is not None and inspect.isawaitable(result := hook(snapshot)):
+                        await result
             except BaseException:
                 ended = job.done and not job.cancelled
                 job.cancel()
@@ -373,37 +374,15 @@ class AsyncClient:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    @overload
-    async def wait(
-        self,
-        execution: Execution,
-        *,
-        timeout: float | None = ...,
-        result_type: None = None,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[Any]: ...
-
-    @overload
-    async def wait(
-        self,
-        execution: Execution,
-        *,
-        timeout: float | None = ...,
-        result_type: type[T],
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[T]: ...
-
     async def wait(
         self,
         execution: Execution,
         *,
         timeout: float | None = DEFAULT,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[Any]:
+    ) -> Outcome[T]:
         """Poll ``execution`` until it ends; its ``Outcome``.
 
         ``timeout`` left out is the poll policy's; ``None`` waits without end.
@@ -416,46 +395,18 @@ class AsyncClient:
         assert outcome is not None
         return outcome
 
-    @overload
-    async def run(
-        self,
-        workflow_id: str,
-        payload: Any = ...,
-        *,
-        result_type: None = None,
-        timeout: float | None = ...,
-        idempotency_key: str | None = ...,
-        connection_id: str | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[Any]: ...
-
-    @overload
-    async def run(
-        self,
-        workflow_id: str,
-        payload: Any = ...,
-        *,
-        result_type: type[T],
-        timeout: float | None = ...,
-        idempotency_key: str | None = ...,
-        connection_id: str | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[T]: ...
-
     async def run(
         self,
         workflow_id: str,
         payload: Any = None,
         *,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         idempotency_key: str | None = None,
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[Any]:
+    ) -> Outcome[T]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
         job = self._job(
             workflow_id,
@@ -481,13 +432,8 @@ class AsyncClient:
         await self._slots.acquire_on_behalf_of(job)
         try:
             scheduler.submit(job)
-            while not job.done or job.changes:
-                if not job.changes:
-                    assert job.wake is not None
-                    await job.wake.wait()
-                    job.wake = anyio.Event()
-                while job.changes:
-                    yield job.changes.popleft()
+            async for snapshot in job.updates():
+                yield snapshot
         finally:
             job.cancel()
             self._slots.release_on_behalf_of(job)
@@ -496,52 +442,20 @@ class AsyncClient:
 
     # -- batches ------------------------------------------------------------------------------
 
-    @overload
-    def run_many(
-        self,
-        workflow_id: str,
-        payloads: Iterable[Any] | AsyncIterable[Any],
-        *,
-        concurrency: int = ...,
-        result_type: None = None,
-        timeout: float | None = ...,
-        key: Callable[[Any], Any] | None = ...,
-        fail_fast: bool = ...,
-        journal: str | os.PathLike[str] | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Batch[Any]: ...
-
-    @overload
-    def run_many(
-        self,
-        workflow_id: str,
-        payloads: Iterable[Any] | AsyncIterable[Any],
-        *,
-        concurrency: int = ...,
-        result_type: type[T],
-        timeout: float | None = ...,
-        key: Callable[[Any], Any] | None = ...,
-        fail_fast: bool = ...,
-        journal: str | os.PathLike[str] | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Batch[T]: ...
-
     def run_many(
         self,
         workflow_id: str,
         payloads: Iterable[Any] | AsyncIterable[Any],
         *,
         concurrency: int = 100,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         key: Callable[[Any], Any] | None = None,
         fail_fast: bool = False,
         journal: str | os.PathLike[str] | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Batch[Any]:
+    ) -> Batch[T]:
         """Run ``workflow_id`` once per payload; an async iterator of ``Outcome``s as they end.
 
         At most ``concurrency`` items are in flight and ``payloads`` is read only
@@ -568,43 +482,17 @@ class AsyncClient:
         assert self._tasks is not None
         return Batch(self._tasks, engine)
 
-    @overload
-    def wait_many(
-        self,
-        executions: Iterable[Execution] | AsyncIterable[Execution],
-        *,
-        concurrency: int = ...,
-        result_type: None = None,
-        timeout: float | None = ...,
-        fail_fast: bool = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Batch[Any]: ...
-
-    @overload
-    def wait_many(
-        self,
-        executions: Iterable[Execution] | AsyncIterable[Execution],
-        *,
-        concurrency: int = ...,
-        result_type: type[T],
-        timeout: float | None = ...,
-        fail_fast: bool = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Batch[T]: ...
-
     def wait_many(
         self,
         executions: Iterable[Execution] | AsyncIterable[Execution],
         *,
         concurrency: int = 100,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         fail_fast: bool = False,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Batch[Any]:
+    ) -> Batch[T]:
         """Wait on many executions at once; an async iterator of ``Outcome``s as they end.
 
         ``executions`` are handles from ``trigger()`` or ``Execution.from_token()``

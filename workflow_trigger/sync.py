@@ -29,7 +29,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import anyio.from_thread
 
@@ -45,7 +45,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # T defaults to Any where no result_type is given (PEP 696)
+    from typing_extensions import TypeVar
+
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 Hook = Callable[[Snapshot], object]
 
 #: how long Ctrl-C waits for the cancelled task to unwind before giving up on it
@@ -189,37 +196,15 @@ class Client:
     def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         return self._call(self._async.status, execution, timeout=timeout)
 
-    @overload
-    def wait(
-        self,
-        execution: Execution,
-        *,
-        timeout: float | None = ...,
-        result_type: None = None,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[Any]: ...
-
-    @overload
-    def wait(
-        self,
-        execution: Execution,
-        *,
-        timeout: float | None = ...,
-        result_type: type[T],
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[T]: ...
-
     def wait(
         self,
         execution: Execution,
         *,
         timeout: float | None = DEFAULT,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[Any]:
+    ) -> Outcome[T]:
         return self._call(
             self._async.wait,
             execution,
@@ -229,46 +214,18 @@ class Client:
             on_snapshot=on_snapshot,
         )
 
-    @overload
-    def run(
-        self,
-        workflow_id: str,
-        payload: Any = ...,
-        *,
-        result_type: None = None,
-        timeout: float | None = ...,
-        idempotency_key: str | None = ...,
-        connection_id: str | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[Any]: ...
-
-    @overload
-    def run(
-        self,
-        workflow_id: str,
-        payload: Any = ...,
-        *,
-        result_type: type[T],
-        timeout: float | None = ...,
-        idempotency_key: str | None = ...,
-        connection_id: str | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> Outcome[T]: ...
-
     def run(
         self,
         workflow_id: str,
         payload: Any = None,
         *,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         idempotency_key: str | None = None,
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[Any]:
+    ) -> Outcome[T]:
         return self._call(
             self._async.run,
             workflow_id,
@@ -315,52 +272,20 @@ class Client:
         """Each change of status or steps until the end, as a blocking iterator."""
         return BlockingIterator(self, self._async.watch(execution, timeout=timeout))
 
-    @overload
-    def run_many(
-        self,
-        workflow_id: str,
-        payloads: Iterable[Any] | AsyncIterable[Any],
-        *,
-        concurrency: int = ...,
-        result_type: None = None,
-        timeout: float | None = ...,
-        key: Callable[[Any], Any] | None = ...,
-        fail_fast: bool = ...,
-        journal: str | os.PathLike[str] | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> BlockingIterator[Outcome[Any]]: ...
-
-    @overload
-    def run_many(
-        self,
-        workflow_id: str,
-        payloads: Iterable[Any] | AsyncIterable[Any],
-        *,
-        concurrency: int = ...,
-        result_type: type[T],
-        timeout: float | None = ...,
-        key: Callable[[Any], Any] | None = ...,
-        fail_fast: bool = ...,
-        journal: str | os.PathLike[str] | None = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> BlockingIterator[Outcome[T]]: ...
-
     def run_many(
         self,
         workflow_id: str,
         payloads: Iterable[Any] | AsyncIterable[Any],
         *,
         concurrency: int = 100,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         key: Callable[[Any], Any] | None = None,
         fail_fast: bool = False,
         journal: str | os.PathLike[str] | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> BlockingIterator[Outcome[Any]]:
+    ) -> BlockingIterator[Outcome[T]]:
         """``AsyncClient.run_many`` as a blocking iterator; leaving the loop early
         (``break``, an exception, Ctrl-C) cancels every item still in flight."""
         batch = self._call(
@@ -381,43 +306,17 @@ class Client:
         )
         return BlockingIterator(self, batch)
 
-    @overload
-    def wait_many(
-        self,
-        executions: Iterable[Execution] | AsyncIterable[Execution],
-        *,
-        concurrency: int = ...,
-        result_type: None = None,
-        timeout: float | None = ...,
-        fail_fast: bool = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> BlockingIterator[Outcome[Any]]: ...
-
-    @overload
-    def wait_many(
-        self,
-        executions: Iterable[Execution] | AsyncIterable[Execution],
-        *,
-        concurrency: int = ...,
-        result_type: type[T],
-        timeout: float | None = ...,
-        fail_fast: bool = ...,
-        cancel_remote_on_exit: bool = ...,
-        on_snapshot: Hook | None = ...,
-    ) -> BlockingIterator[Outcome[T]]: ...
-
     def wait_many(
         self,
         executions: Iterable[Execution] | AsyncIterable[Execution],
         *,
         concurrency: int = 100,
-        result_type: type[Any] | None = None,
+        result_type: type[T] | None = None,
         timeout: float | None = DEFAULT,
         fail_fast: bool = False,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> BlockingIterator[Outcome[Any]]:
+    ) -> BlockingIterator[Outcome[T]]:
         """``AsyncClient.wait_many`` as a blocking iterator; leaving the loop early
         cancels every wait still in flight."""
         batch = self._call(
