@@ -249,3 +249,30 @@ def test_a_collected_client_is_closed_with_a_resource_warning() -> None:
         del client
         gc.collect()
     assert loops() == before  # the loop's thread was stopped and joined
+
+
+async def test_every_event_of_one_execution_carries_its_job(
+    make_client: Any, emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.05, result={"ok": True}))
+    emulator.scenario("slow", Scenario(duration=60))
+    events: list[wt.Event] = []
+    async with make_client(on_event=events.append, rate_limit=10) as client:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(client.run, "wf")
+        with anyio.move_on_after(0.3):
+            await client.run("slow")
+    starts = [e for e in events if isinstance(e, wt.StartEvent)]
+    assert len(starts) == 4
+    for start in starts:
+        mine = [e for e in events if getattr(e, "job", None) == start.job]
+        assert mine[0] is start
+        assert any(isinstance(e, wt.RequestEvent) for e in mine)
+        end = mine[-1]
+        if start.workflow_id == "wf":
+            assert isinstance(end, wt.OutcomeEvent) and end.status is wt.Status.SUCCEEDED
+        else:  # the caller gave up: its job ends with a cancel, nothing follows
+            assert isinstance(end, wt.FailureEvent) and end.error == "Cancelled"
+    waits = [e for e in events if isinstance(e, wt.RateLimitEvent)]
+    assert waits and all(e.delay > 0 and e.job is not None for e in waits)

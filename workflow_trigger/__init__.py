@@ -27,7 +27,15 @@ from .errors import (
     WorkflowFailed,
     WorkflowTriggerError,
 )
-from .events import Event, OutcomeEvent, RequestEvent, RetryEvent
+from .events import (
+    Event,
+    FailureEvent,
+    OutcomeEvent,
+    RateLimitEvent,
+    RequestEvent,
+    RetryEvent,
+    StartEvent,
+)
 from .models import Artifact, ErrorInfo, Execution, Outcome, Snapshot, Status, Step
 from .options import ClientOptions
 from .policies import PollPolicy, RetryPolicy
@@ -52,6 +60,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Execution",
+    "FailureEvent",
     "InvalidInputError",
     "NotFoundError",
     "Outcome",
@@ -63,6 +72,7 @@ __all__ = [
     "ProtocolError",
     "Provider",
     "RateLimitError",
+    "RateLimitEvent",
     "RequestEvent",
     "ResultTypeError",
     "RetryEvent",
@@ -70,6 +80,7 @@ __all__ = [
     "RunsApi",
     "ServerError",
     "Snapshot",
+    "StartEvent",
     "Status",
     "Step",
     "TransportError",

@@ -178,7 +178,7 @@ class Engine:
     def _cancel_live(self) -> None:
         scheduler, graceful = self.scheduler, self.journal is not None
         for item in self._live:
-            item.cancel(let_trigger_finish=graceful)
+            scheduler.withdraw(item, let_trigger_finish=graceful)
             self.client_slots.release_on_behalf_of(item)
             if item.options.cancel_remote and item.execution is not None:
                 scheduler.cancel_remote_soon(item.execution)

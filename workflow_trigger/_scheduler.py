@@ -49,9 +49,9 @@ import attrs
 import cattrs
 
 from ._state import ExecutionState
-from ._transport import DeadlineReached, Transport
+from ._transport import DeadlineReached, Origin, Transport
 from .errors import ProtocolError, TransportError, WorkflowTriggerError
-from .events import Event, OutcomeEvent
+from .events import Event, FailureEvent, OutcomeEvent, StartEvent
 from .models import Execution, Outcome, Snapshot, Status
 from .policies import PollPolicy, parse_retry_after
 from .providers.base import Control, Provider, Request, TriggerContext, TriggerOptions
@@ -127,6 +127,7 @@ class Job:
         "done",
         "error",
         "execution",
+        "id",
         "options",
         "outcome",
         "owner",
@@ -155,6 +156,7 @@ class Job:
         owner: Owner | None = None,
     ) -> None:
         self.options = options
+        self.id = next(_ids)
         self.workflow_id = workflow_id
         self.deadline = deadline
         self.payload = payload
@@ -177,6 +179,10 @@ class Job:
         )
         #: set when the job ends or has a change, for a single call's caller
         self.wake: anyio.Event | None = anyio.Event() if owner is None else None
+
+    @property
+    def context(self) -> contextvars.Context | None:
+        return self.options.context
 
     def fields(self) -> dict[str, Any]:
         """What a batch adds to this job's ``Outcome`` (index, key...)."""
@@ -203,6 +209,7 @@ class Job:
 
 
 _NO_OPTIONS = TriggerOptions()
+_ids = itertools.count(1)
 
 
 class Scheduler:
@@ -251,6 +258,14 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         """Start working on ``job``: trigger it, or (with an execution) wait on it."""
+        if self.emit is not None:
+            event = StartEvent(
+                provider=self.provider.kind,
+                job=job.id,
+                workflow_id=job.workflow_id,
+                execution=job.execution,
+            )
+            self._report_event(job, event)
         if job.execution is not None:
             self.start_waiting(job, job.execution, None)
             return
@@ -258,6 +273,24 @@ class Scheduler:
         if math.isfinite(job.deadline):  # a queued trigger ends at its deadline too
             self._push(job, job.deadline)
         self._wake()
+
+    def withdraw(self, job: Job, *, let_trigger_finish: bool = False) -> None:
+        """Take ``job`` out (its caller is gone): ``Job.cancel``, and a ``FailureEvent``
+        whose ``error`` is ``"Cancelled"`` so that whoever counts starts sees the end."""
+        if job.done:
+            return
+        job.cancel(let_trigger_finish=let_trigger_finish)
+        if self.emit is not None:
+            state = job.state
+            event = FailureEvent(
+                provider=self.provider.kind,
+                job=job.id,
+                workflow_id=job.workflow_id,
+                execution=job.execution,
+                error="Cancelled",
+                polls=state.polls if state is not None else 0,
+            )
+            self._report_event(job, event)
 
     def start_waiting(self, job: Job, execution: Execution, first: Snapshot | None) -> None:
         job.execution = execution
@@ -357,7 +390,7 @@ class Scheduler:
         job.triggering = True
         try:
             response = await self.transport.send(
-                request, deadline=_finite(job.deadline), context=job.options.context
+                request, deadline=_finite(job.deadline), origin=job
             )
         except DeadlineReached:
             raise trigger_timed_out(job.workflow_id) from None
@@ -389,9 +422,7 @@ class Scheduler:
         if job.request is None:
             job.request = self.provider.status_request(state.execution)
         try:
-            snapshot = await self.status(
-                state.execution, job.request, state.deadline, job.options.context
-            )
+            snapshot = await self.status(state.execution, job.request, state.deadline, job)
         except DeadlineReached:
             raise state.timeout_error() from None
         if state.observe(snapshot) and job.options.reports:
@@ -412,7 +443,7 @@ class Scheduler:
         if request is not None:
             try:
                 response = await self.transport.send(
-                    request, deadline=_finite(state.deadline), context=job.options.context
+                    request, deadline=_finite(state.deadline), origin=job
                 )
             except DeadlineReached:
                 raise state.timeout_error() from None
@@ -423,7 +454,18 @@ class Scheduler:
 
     async def _fail(self, job: Job, error: WorkflowTriggerError) -> None:
         if job.options.cancel_remote and job.execution is not None and not job.cancelled:
-            await self.cancel_remote(job.execution, job.options.context)
+            await self.cancel_remote(job.execution, job)
+        if self.emit is not None and not job.cancelled:
+            state = job.state
+            event = FailureEvent(
+                provider=self.provider.kind,
+                job=job.id,
+                workflow_id=job.workflow_id,
+                execution=job.execution,
+                error=type(error).__name__,
+                polls=state.polls if state is not None else 0,
+            )
+            self._report_event(job, event)
         await self._end(job, error=error)
 
     async def _end(
@@ -458,11 +500,11 @@ class Scheduler:
                 execution=execution,
                 status=outcome.status or Status.FAILED,
                 polls=outcome.polls,
+                job=job.id,
+                workflow_id=job.workflow_id,
+                error_code=outcome.error.code if outcome.error is not None else None,
             )
-            if job.options.context is not None:
-                job.options.context.run(self.emit, event)
-            else:
-                self.emit(event)
+            self._report_event(job, event)
         logger.info(
             "execution %s of %s ended %s after %d polls",
             execution.execution_id,
@@ -471,6 +513,13 @@ class Scheduler:
             outcome.polls,
         )
 
+    def _report_event(self, job: Job, event: Event) -> None:
+        assert self.emit is not None
+        if job.context is not None:
+            job.context.run(self.emit, event)
+        else:
+            self.emit(event)
+
     # -- requests that are not steps -----------------------------------------------------
 
     async def status(
@@ -478,11 +527,11 @@ class Scheduler:
         execution: Execution,
         request: Request | None = None,
         deadline: float = math.inf,
-        context: contextvars.Context | None = None,
+        origin: Origin | None = None,
     ) -> Snapshot:
         """One poll now (``DeadlineReached`` past ``deadline``)."""
         request = request or self.provider.status_request(execution)
-        response = await self.transport.send(request, deadline=_finite(deadline), context=context)
+        response = await self.transport.send(request, deadline=_finite(deadline), origin=origin)
         snapshot = self.provider.parse_status(execution, response, now_utc())
         hint = parse_retry_after(response.header("retry-after"))
         if hint is not None and not snapshot.status.is_terminal:
@@ -494,20 +543,18 @@ class Scheduler:
         execution: Execution,
         control: Control,
         data: Any = None,
-        context: contextvars.Context | None = None,
+        origin: Origin | None = None,
     ) -> None:
         request = self.provider.control_request(execution, control, data)
-        response = await self.transport.send(request, context=context)
+        response = await self.transport.send(request, origin=origin)
         self.provider.parse_control(execution, response)
 
-    async def cancel_remote(
-        self, execution: Execution, context: contextvars.Context | None = None
-    ) -> None:
+    async def cancel_remote(self, execution: Execution, origin: Origin | None = None) -> None:
         """Ask the platform to cancel ``execution``, shielded and bounded, logging a failure:
         whoever asks is on its way out, and that exit must not be masked."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             try:
-                await self.control(execution, "cancel", context=context)
+                await self.control(execution, "cancel", origin=origin)
             except Exception as exc:
                 logger.warning(
                     "could not cancel execution %s remotely: %s", execution.execution_id, exc

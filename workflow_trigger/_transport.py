@@ -26,7 +26,7 @@ import random
 import ssl
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,7 +35,7 @@ import attrs
 import yarl
 
 from .errors import InvalidInputError, ProtocolError, TransportError
-from .events import Event, RequestEvent, RetryEvent
+from .events import Event, RateLimitEvent, RequestEvent, RetryEvent
 from .policies import RetryPolicy, parse_retry_after
 from .providers.base import Provider, Request, Response
 
@@ -62,13 +62,16 @@ class RateLimiter:
         self.burst = max(1.0, burst if burst is not None else rate)
         self._tat = 0.0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Take the next slot; the seconds waited for it."""
         now = anyio.current_time()
         tat = max(self._tat, now)
         wait = tat - now - (self.burst - 1) * self.interval
         self._tat = tat + self.interval
         if wait > 0:
             await anyio.sleep(wait)
+            return wait
+        return 0.0
 
 
 def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
@@ -97,10 +100,20 @@ class held:
         self.limiter.release()
 
 
+class Origin(Protocol):
+    """Whom a request is for (a scheduler's job): its number and the caller's context."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def context(self) -> contextvars.Context | None: ...
+
+
 class DeadlineReached(Exception):
     """The caller's deadline passed before the request got its answer.
 
-    Internal: ``run_many`` bounds each request by its item's deadline this way
+    Internal: the scheduler bounds each request by its job's deadline this way
     (aiohttp's own timeout, no cancel scope per request) and turns this into
     ``PollTimeout`` or a ``TransportError`` saying what was left undone.
     """
@@ -160,22 +173,22 @@ class Transport:
         max_body: int | None = None,
         to: str | None = None,
         deadline: float | None = None,
-        context: contextvars.Context | None = None,
+        origin: Origin | None = None,
     ) -> Response:
         """Send ``request``, retrying it where safe; the final response, whatever its status.
 
         ``max_body`` overrides the body cap; with ``to``, a 2xx body is streamed into
         that file (rewritten on each try) instead of memory. With ``deadline`` (loop
         time), no try starts or waits past it and a try in flight is cut short at
-        it: ``DeadlineReached``. Events are reported in ``context`` (the caller's
-        contextvars), where one is given.
+        it: ``DeadlineReached``. Events are reported in the context of ``origin``
+        (the job the request is for: its number and the caller's contextvars).
         """
         attempts = self.retry.attempts
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
                 response = await self._send_once(
-                    request, max_body or self.max_body, to, deadline, context
+                    request, max_body or self.max_body, to, deadline, origin, attempt + 1
                 )
             except _NotSent as exc:
                 failure: TransportError | None = exc.error
@@ -210,8 +223,9 @@ class Transport:
                     attempt=attempt + 2,
                     delay=delay,
                     reason=reason,
+                    job=origin.id if origin is not None else None,
                 )
-                self._report(event, context)
+                self._report(event, origin)
             logger.warning(
                 "retrying %s %s in %.2fs (attempt %d of %d): %s",
                 request.method,
@@ -224,12 +238,21 @@ class Transport:
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _report(self, event: Event, context: contextvars.Context | None) -> None:
+    def _report(self, event: Event, origin: Origin | None) -> None:
         assert self.emit is not None
+        context = origin.context if origin is not None else None
         if context is not None:
             context.run(self.emit, event)
         else:
             self.emit(event)
+
+    def _waited(self, request: Request, delay: float, origin: Origin | None) -> None:
+        if self.emit is not None and delay > 0:
+            job = origin.id if origin is not None else None
+            event = RateLimitEvent(
+                provider=self.provider.kind, kind=request.kind, delay=delay, job=job
+            )
+            self._report(event, origin)
 
     @staticmethod
     def _past(deadline: float) -> bool:
@@ -241,20 +264,23 @@ class Transport:
         max_body: int,
         to: str | None,
         deadline: float | None,
-        context: contextvars.Context | None,
+        origin: Origin | None,
+        attempt: int,
     ) -> Response:
         self._check_scheme(request)
         hold = self.hold_until.get(request.kind, 0.0)
-        if hold > anyio.current_time():
+        now = anyio.current_time()
+        if hold > now:
             if deadline is not None and hold >= deadline:
                 raise DeadlineReached  # the platform's window opens too late
+            self._waited(request, hold - now, origin)
             await anyio.sleep_until(hold)
         if self.limiter is not None:
-            await self.limiter.acquire()
+            self._waited(request, await self.limiter.acquire(), origin)
         async with held(self.connections):
             if deadline is not None and self._past(deadline):
                 raise DeadlineReached
-            return await self._exchange(request, max_body, to, deadline, context)
+            return await self._exchange(request, max_body, to, deadline, origin, attempt)
 
     def _check_scheme(self, request: Request) -> None:
         """Refuse to send credentials in clear text beyond this machine."""
@@ -283,14 +309,17 @@ class Transport:
         max_body: int,
         to: str | None,
         deadline: float | None,
-        context: contextvars.Context | None,
+        origin: Origin | None,
+        attempt: int,
     ) -> Response:
         self.requests_sent += 1
         started = time.perf_counter()
         try:
-            return await self._exchange_once(request, max_body, to, started, deadline, context)
+            return await self._exchange_once(
+                request, max_body, to, started, deadline, origin, attempt
+            )
         except (TransportError, _NotSent) as exc:
-            self._emit_request(request, None, started, context, str(exc))
+            self._emit_request(request, None, started, origin, attempt, str(exc))
             raise
 
     def _emit_request(
@@ -298,7 +327,8 @@ class Transport:
         request: Request,
         status: int | None,
         started: float,
-        context: contextvars.Context | None,
+        origin: Origin | None,
+        attempt: int,
         error: str | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started
@@ -319,8 +349,10 @@ class Transport:
                 status=status,
                 elapsed=elapsed,
                 error=error,
+                attempt=attempt,
+                job=origin.id if origin is not None else None,
             )
-            self._report(event, context)
+            self._report(event, origin)
 
     async def _exchange_once(
         self,
@@ -329,7 +361,8 @@ class Transport:
         to: str | None,
         started: float,
         deadline: float | None,
-        context: contextvars.Context | None,
+        origin: Origin | None,
+        attempt: int,
     ) -> Response:
         # aiohttp's exceptions carry the full URL, which may hold a key (Pinkfish puts
         # it in the path): ours are raised outside the except blocks, so none is
@@ -361,7 +394,7 @@ class Transport:
             failure = self._error(request, exc)
         if failure is not None:
             raise _NotSent(failure) if not_sent else failure
-        self._emit_request(request, status, started, context)
+        self._emit_request(request, status, started, origin, attempt)
         response = Response(status=status, headers=headers, body=body, redact=self.provider.redact)
         remaining, reset = (
             self.provider.rate_limit_hint(response, datetime.now(timezone.utc))

@@ -269,9 +269,9 @@ class AsyncClient:
                         await result
             except BaseException:
                 ended = job.done and not job.cancelled
-                job.cancel()
+                scheduler.withdraw(job)
                 if job.options.cancel_remote and job.execution is not None and not ended:
-                    await scheduler.cancel_remote(job.execution, job.options.context)
+                    await scheduler.cancel_remote(job.execution, job)
                 raise
         if job.error is not None:
             raise job.error
@@ -435,7 +435,7 @@ class AsyncClient:
             async for snapshot in job.updates():
                 yield snapshot
         finally:
-            job.cancel()
+            scheduler.withdraw(job)
             self._slots.release_on_behalf_of(job)
         if job.error is not None:
             raise job.error

@@ -8,6 +8,11 @@
 
 A hook runs on the client's event loop and must not block; an exception it
 raises is logged and otherwise ignored, so a metrics bug never fails a run.
+It runs in the contextvars context of the call it reports on (the ``run`` or
+``run_many`` that started the execution), so a trace or request id set by the
+caller is visible in it. Every event of one execution carries the same
+``job`` number (None for a request that belongs to no execution, such as a
+download), from its ``StartEvent`` to its ``OutcomeEvent`` or ``FailureEvent``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,25 @@ import attrs
 
 from .models import Execution, Status
 
-__all__ = ["Event", "OutcomeEvent", "RequestEvent", "RetryEvent"]
+__all__ = [
+    "Event",
+    "FailureEvent",
+    "OutcomeEvent",
+    "RateLimitEvent",
+    "RequestEvent",
+    "RetryEvent",
+    "StartEvent",
+]
+
+
+@attrs.frozen(kw_only=True)
+class StartEvent:
+    """A call started on one execution: a trigger (then ``execution`` is None) or a wait."""
+
+    provider: str
+    job: int
+    workflow_id: str
+    execution: Execution | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +53,9 @@ class RequestEvent:
     status: int | None
     elapsed: float
     error: str | None = None
+    #: which try of this request it was (1: the first)
+    attempt: int = 1
+    job: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +69,18 @@ class RetryEvent:
     attempt: int
     delay: float
     reason: str
+    job: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitEvent:
+    """A request waited ``delay`` seconds for the rate limit (the client's, or a window the
+    platform said was spent)."""
+
+    provider: str
+    kind: str
+    delay: float
+    job: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +91,22 @@ class OutcomeEvent:
     execution: Execution
     status: Status
     polls: int
+    job: int | None = None
+    workflow_id: str = ""
+    error_code: str | None = None  # the platform's, for a run that failed
 
 
-Event = RequestEvent | RetryEvent | OutcomeEvent
+@attrs.frozen(kw_only=True)
+class FailureEvent:
+    """A call on one execution ended with an exception (``error``: its class name)
+    rather than an outcome: a refused trigger, ``PollTimeout``, ``ResultTypeError``..."""
+
+    provider: str
+    job: int
+    workflow_id: str
+    execution: Execution | None
+    error: str
+    polls: int = 0
+
+
+Event = StartEvent | RequestEvent | RetryEvent | RateLimitEvent | OutcomeEvent | FailureEvent

@@ -98,9 +98,12 @@ async def test_on_event_reports_failed_runs_and_lost_requests_too(
     assert failed.status is wt.Status.FAILED
     ends = [e for e in events if isinstance(e, wt.OutcomeEvent)]
     assert [e.status for e in ends] == [wt.Status.FAILED]
-    last = events[-1]
-    assert isinstance(last, wt.RequestEvent) and last.kind == "trigger"
+    last = [e for e in events if isinstance(e, wt.RequestEvent)][-1]
+    assert last.kind == "trigger"
     assert last.status is None and last.error and "lost the connection" in last.error
+    failure = events[-1]  # the call ended with the error, after its last request
+    assert isinstance(failure, wt.FailureEvent) and failure.error == "TransportError"
+    assert failure.job == last.job and failure.execution is None
 
 
 async def test_a_failing_hook_is_logged_and_never_fails_a_run(
