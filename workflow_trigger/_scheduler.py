@@ -135,6 +135,7 @@ class Job:
         "request",
         "scope",
         "seq",
+        "started",
         "state",
         "trigger_only",
         "trigger_options",
@@ -170,7 +171,8 @@ class Job:
         self.error: WorkflowTriggerError | None = None
         self.done = False  # ended, or cancelled: no worker touches it any more
         self.cancelled = False
-        self.triggering = False
+        self.started = False  # a worker took its trigger
+        self.triggering = False  # its trigger is on the wire
         self.scope: anyio.CancelScope | None = None
         self.seq = -1  # the timer entry that counts (older ones are skipped)
         #: the changes the caller's task has yet to see (a single call that reports them)
@@ -183,6 +185,12 @@ class Job:
     @property
     def context(self) -> contextvars.Context | None:
         return self.options.context
+
+    @property
+    def tracked(self) -> bool:
+        """Whether the job ends in an outcome, so its start and end are reported as events
+        (not a bare trigger, not a watch)."""
+        return not self.trigger_only and not self.options.snapshots_only
 
     def fields(self) -> dict[str, Any]:
         """What a batch adds to this job's ``Outcome`` (index, key...)."""
@@ -258,7 +266,7 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         """Start working on ``job``: trigger it, or (with an execution) wait on it."""
-        if self.emit is not None:
+        if self.emit is not None and job.tracked:
             event = StartEvent(
                 provider=self.provider.kind,
                 job=job.id,
@@ -280,7 +288,7 @@ class Scheduler:
         if job.done:
             return
         job.cancel(let_trigger_finish=let_trigger_finish)
-        if self.emit is not None:
+        if self.emit is not None and job.tracked:
             state = job.state
             event = FailureEvent(
                 provider=self.provider.kind,
@@ -380,6 +388,7 @@ class Scheduler:
     async def _trigger(self, job: Job) -> None:
         if anyio.current_time() >= job.deadline:
             raise trigger_not_sent(job.workflow_id)
+        job.started = True  # the trigger's own deadline handling applies from here on
         if job.owner is not None:
             await job.owner.before_trigger(job)
         context = TriggerContext(
@@ -415,7 +424,9 @@ class Scheduler:
 
     async def _poll(self, job: Job) -> None:
         state = job.state
-        if state is None:  # a trigger still queued when its deadline came
+        if state is None:  # the deadline of a trigger came
+            if job.started:  # a worker has it: its request is bounded by the same deadline
+                return
             raise trigger_not_sent(job.workflow_id)
         if state.expired(anyio.current_time()):
             raise state.timeout_error()
@@ -455,7 +466,7 @@ class Scheduler:
     async def _fail(self, job: Job, error: WorkflowTriggerError) -> None:
         if job.options.cancel_remote and job.execution is not None and not job.cancelled:
             await self.cancel_remote(job.execution, job)
-        if self.emit is not None and not job.cancelled:
+        if self.emit is not None and job.tracked and not job.cancelled:
             state = job.state
             event = FailureEvent(
                 provider=self.provider.kind,

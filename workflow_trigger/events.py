@@ -10,9 +10,11 @@ A hook runs on the client's event loop and must not block; an exception it
 raises is logged and otherwise ignored, so a metrics bug never fails a run.
 It runs in the contextvars context of the call it reports on (the ``run`` or
 ``run_many`` that started the execution), so a trace or request id set by the
-caller is visible in it. Every event of one execution carries the same
-``job`` number (None for a request that belongs to no execution, such as a
-download), from its ``StartEvent`` to its ``OutcomeEvent`` or ``FailureEvent``.
+caller is visible in it. Every event of one call on one execution carries the
+same ``job`` number (None for a request that belongs to no execution, such as
+a download); a ``wait``, a ``run`` and each batch item report their start
+(``StartEvent``) and their end (``OutcomeEvent`` or ``FailureEvent``), a bare
+``trigger()`` or ``watch()`` only their requests.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ async def test_on_event_reports_failed_runs_and_lost_requests_too(
         failed = await client.run("broken")
         emulator.add_fault(Fault.drop(1, on="trigger", platform=platform.emulated))
         with pytest.raises(wt.TransportError):
-            await client.trigger(platform.workflow)
+            await client.run(platform.workflow)
     assert failed.status is wt.Status.FAILED
     ends = [e for e in events if isinstance(e, wt.OutcomeEvent)]
     assert [e.status for e in ends] == [wt.Status.FAILED]
