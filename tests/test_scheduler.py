@@ -276,3 +276,26 @@ async def test_every_event_of_one_execution_carries_its_job(
             assert isinstance(end, wt.FailureEvent) and end.error == "Cancelled"
     waits = [e for e in events if isinstance(e, wt.RateLimitEvent)]
     assert waits and all(e.delay > 0 and e.job is not None for e in waits)
+
+
+async def test_a_trigger_on_the_wire_at_its_deadline_is_unknown_not_unsent(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.add_fault(Fault.slow(count=1, delay=30, on="trigger"))
+    with anyio.fail_after(5), pytest.raises(wt.TransportError, match="got no answer"):
+        await client.run("wf", timeout=0.2)
+    assert emulator.trigger_requests == 1
+
+
+async def test_a_trigger_queued_past_its_deadline_is_never_sent(
+    make_client: Any, emulator: Emulator
+) -> None:
+    # one connection, so one trigger at a time: the second waits in the queue past its deadline
+    emulator.add_fault(Fault.slow(count=1, delay=1.0, on="trigger"))
+    async with make_client(max_connections=1) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.trigger, "wf")
+            await emulator.wait_until(lambda: emulator.trigger_requests == 1)
+            with anyio.fail_after(5), pytest.raises(wt.TransportError, match="nothing was sent"):
+                await client.run("wf", timeout=0.2)
+    assert emulator.trigger_requests == 1
