@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,7 +25,7 @@ from workflow_trigger.fastapi import (
 )
 from workflow_trigger.testing import Emulator, Scenario
 
-#: "app": the middleware; "router": the route class; "none": neither (the control)
+#: "app": the middleware; "router": the route class ("none", neither, is the control)
 MODES = ("app", "router")
 
 
@@ -224,3 +225,12 @@ async def test_a_request_body_still_reaches_the_handler(
 def test_an_app_without_the_lifespan_is_told_what_to_do() -> None:
     with pytest.raises(wt.UnsupportedOperation, match="lifespan"):
         get_client_of(FastAPI())
+
+
+async def test_the_core_never_imports_fastapi() -> None:
+    code = (
+        "import sys, workflow_trigger, workflow_trigger.cli, workflow_trigger.testing\n"
+        "assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules, 'imported'\n"
+    )
+    done = await anyio.run_process([sys.executable, "-c", code], check=False)
+    assert done.returncode == 0, done.stderr.decode()
