@@ -30,6 +30,7 @@ is the function's failure).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -297,3 +298,14 @@ class AwaitStep(ProviderBase):
         return error_for_status(
             response, f"AwaitStep answered the {what} with {said}", details=body.get("details")
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwaitStep:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import awaitstep_from_env
+
+        return awaitstep_from_env(env)

@@ -131,3 +131,14 @@ class AwaitStepFunction(ProviderBase):
 
     def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
         raise UnsupportedOperation(_NO_RECORD)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwaitStepFunction:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import awaitstep_function_from_env
+
+        return awaitstep_function_from_env(env)

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
@@ -290,3 +291,14 @@ class Codika(ProviderBase):
         return error_for_status(
             response, f"Codika answered HTTP {response.status} to the {what}: {message}", code=code
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Codika:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import codika_from_env
+
+        return codika_from_env(env)

@@ -26,6 +26,7 @@ The protocol, from the "Async Polling" page and the platform notes:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -343,6 +344,17 @@ class Pinkfish(ProviderBase):
             )
         message = self.redact(f"Pinkfish answered the {what} with {said}")
         return error_for_status(response, message, code=code)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Pinkfish:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import pinkfish_from_env
+
+        return pinkfish_from_env(env)
 
 
 def _text(value: Any) -> str | None:

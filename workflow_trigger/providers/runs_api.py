@@ -25,6 +25,7 @@ The protocol, from the "API Triggers" page and the platform notes:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -316,3 +317,14 @@ class RunsApi(ProviderBase):
             details=failure.get("details"),
             cls=cls,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunsApi:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import runs_api_from_env
+
+        return runs_api_from_env(env)
