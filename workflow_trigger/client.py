@@ -37,7 +37,7 @@ from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
 from .models import Artifact, Execution, Outcome, Snapshot, Status
 from .options import ClientOptions, ClientOptionsKwargs
-from .policies import check_count, check_positive, parse_retry_after
+from .policies import check_count, check_positive
 from .providers.base import (
     Control,
     Provider,
@@ -272,8 +272,8 @@ class AsyncClient:
         request = request or self.provider.status_request(execution)
         response = await self._send(request, deadline)
         snapshot = self.provider.parse_status(execution, response, _now())
-        hint = parse_retry_after(response.header("retry-after"))
-        if hint is not None and not snapshot.status.is_terminal:
+        hint = self.retry_policy.poll_hint(response.header("retry-after"), snapshot.retry_after)
+        if hint != snapshot.retry_after and not snapshot.status.is_terminal:
             snapshot = attrs.evolve(snapshot, retry_after=hint)
         return snapshot
 

@@ -88,12 +88,16 @@ class RetryPolicy:
 
     Backoff is exponential with full jitter (a uniform draw between 0 and
     ``backoff * 2**retry``, capped at ``max_backoff``); a server's
-    ``Retry-After`` raises the wait to at least what it asks.
+    ``Retry-After`` raises the wait to at least what it asks, up to
+    ``max_retry_after`` seconds: a server asking for longer ends the request at
+    once (``RateLimitError`` with its ``retry_after``), and a poll hint (a
+    ``Retry-After`` on a status answer, a spent rate-limit window) is cut to it.
     """
 
     attempts: int = attrs.field(default=4)
     backoff: float = attrs.field(default=0.5, validator=_positive)
     max_backoff: float = attrs.field(default=20.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=120.0, validator=_positive)
 
     @attempts.validator
     def _check_attempts(self, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -102,6 +106,15 @@ class RetryPolicy:
                 f"attempts counts every try, the first included: it must be an int >= 1, "
                 f"got {value!r}"
             )
+
+    def poll_hint(self, header: str | None, reported: float | None) -> float | None:
+        """Seconds until the next poll as the server hints it: ``header`` (a status
+        answer's ``Retry-After``) else ``reported`` (the provider's reading of the
+        answer), never more than ``max_retry_after``; None without a hint."""
+        hint = parse_retry_after(header)
+        if hint is None:
+            hint = reported
+        return None if hint is None else min(hint, self.max_retry_after)
 
     def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0 is the first retry)."""
