@@ -35,7 +35,7 @@ import anyio.lowlevel
 import attrs
 
 from ._polling import Poller
-from ._results import structure_result
+from ._results import check_result_type, structure_result
 from ._transport import DeadlineReached
 from .client import trigger_timed_out
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
@@ -122,6 +122,7 @@ class Engine:
             )
         if key is not None and not callable(key):
             raise InvalidInputError("key must be a function of the payload, or None")
+        check_result_type(client._converter, result_type)
         deadline_for()  # validate timeout now, not in every item
         self.client = client
         self.workflow_id = workflow_id

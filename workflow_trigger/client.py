@@ -31,7 +31,7 @@ import anyio
 import attrs
 
 from ._polling import Poller
-from ._results import make_converter
+from ._results import check_result_type, make_converter
 from ._transport import RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, TransportError, UnsupportedOperation
 from .events import Event, OutcomeEvent
@@ -374,6 +374,7 @@ class AsyncClient:
         Raises ``PollTimeout`` when the deadline passes (the run may go on).
         """
         self._check_execution(execution)
+        check_result_type(self._converter, result_type)
         deadline = self._deadline(timeout)
         async with held(self._slot()):
             return await self._wait(
@@ -421,6 +422,7 @@ class AsyncClient:
         on_snapshot: Callable[[Snapshot], object] | None = None,
     ) -> Outcome[Any]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
+        check_result_type(self._converter, result_type)
         deadline = self._deadline(timeout)
         async with held(self._slot()):
             with anyio.CancelScope(deadline=deadline) as scope:

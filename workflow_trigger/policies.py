@@ -48,8 +48,11 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> N
 
 
 def _fraction(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InvalidInputError(f"{attribute.name} must be between 0 and 1, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise InvalidInputError(
+            f"{attribute.name} is a fraction of each gap (0.1 spreads it by +/- 10%): it must "
+            f"be a number between 0 and 1, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -71,8 +74,21 @@ class PollPolicy:
 
     @multiplier.validator
     def _check_multiplier(self, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 1 <= value < math.inf
+        ):
             raise InvalidInputError(f"multiplier must be a number >= 1, got {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_interval < self.interval:
+            raise InvalidInputError(
+                f"max_interval ({self.max_interval:g} s) is below interval "
+                f"({self.interval:g} s), so every gap would be cut to it: pass "
+                f"max_interval >= interval, e.g. PollPolicy(interval={self.interval:g}, "
+                f"max_interval={max(self.interval, 30.0):g})"
+            )
 
     def delay(self, poll: int, rng: random.Random) -> float:
         """Seconds to wait before poll number ``poll`` (0 is the first)."""

@@ -133,7 +133,9 @@ class Codika(ProviderBase):
         )
 
     def _secrets(self) -> tuple[Secret, ...]:
-        found = (self._api_key, self._org_key, self._signing_secret)
+        found = [self._api_key, self._org_key, self._signing_secret]
+        if self._signing_secret is not None:  # the key itself, without its prefix
+            found.append(Secret(self._signing_secret.reveal().removeprefix("whsec_")))
         return tuple(s for s in found if s is not None)
 
     def _credential_name(self) -> str:
