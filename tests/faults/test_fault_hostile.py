@@ -258,10 +258,12 @@ async def test_invalid_utf8_or_control_bytes_in_x_pf_run_id_is_a_protocol_error(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n"
         b"X-Pf-Run-Id: " + value + b"\r\nX-Pf-Automation-Id: auto_1\r\n\r\n"
     )
-    async with RawServer(answer) as server:
-        async with make_client(PINKFISH.provider(emulator, server.url)) as client:
-            with pytest.raises(wt.ProtocolError, match="X-Pf-Run-Id"):
-                await client.trigger(PINKFISH.workflow)
+    async with (
+        RawServer(answer) as server,
+        make_client(PINKFISH.provider(emulator, server.url)) as client,
+    ):
+        with pytest.raises(wt.ProtocolError, match="X-Pf-Run-Id"):
+            await client.trigger(PINKFISH.workflow)
 
 
 async def test_invalid_utf8_or_a_lone_surrogate_in_a_body_is_a_protocol_error(
@@ -423,6 +425,11 @@ def _echo(secrets: tuple[str, ...]) -> str:
     return f"refused GET /x?api_key={secrets[0]}&a=1 with {said}; ESCAPED"
 
 
+def _files_in(folder: Path) -> list[str]:
+    """Every file of ``folder`` (the journal and its WAL) as text."""
+    return [path.read_bytes().decode("utf-8", "replace") for path in folder.iterdir()]
+
+
 def _failed_answer(p: Platform, run_id: str, echo: str) -> dict[str, Any]:
     detail = {"message": echo, "code": "E", "echo": echo, echo: "as a key"}
     if p.kind == "codika":
@@ -476,7 +483,7 @@ async def test_a_server_echoing_secrets_leaves_none_in_outcome_log_event_or_jour
         shown += [str(outcome.error), repr(outcome.error and outcome.error.details)]
         shown += [repr(outcome.raw_status), repr(outcome.exception)]
     shown += [record.getMessage() for record in caplog.records]
-    shown += [path.read_bytes().decode("utf-8", "replace") for path in tmp_path.iterdir()]
+    shown += _files_in(tmp_path)
     assert outcomes[0].status is wt.Status.FAILED, outcomes[0]
     assert outcomes[0].error is not None and "***" in outcomes[0].error.message
     leaks = [(s, text) for s in secrets for text in shown if s in text]
