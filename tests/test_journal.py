@@ -74,8 +74,9 @@ async def test_items_with_a_token_are_waited_on_not_triggered_again(
     journal = tmp_path / "batch.sqlite"
     emulator.scenario("wf", Scenario(duration=60))
     with anyio.move_on_after(0.3):
-        async for _ in client.run_many("wf", keyed(10), key=by_k, journal=journal, concurrency=4):
-            pass  # pragma: no cover - nothing ends within the window
+        async with client.run_many("wf", keyed(10), key=by_k, journal=journal, concurrency=4) as b:
+            async for _ in b:
+                pass  # pragma: no cover - nothing ends within the window
     rows = journal_rows(journal)
     with_token = {k for k, (token, _) in rows.items() if token}
     assert len(with_token) == 4
@@ -185,9 +186,9 @@ async def test_the_journal_commits_large_groups_and_reopens_as_it_was(tmp_path: 
         await writer.start(journal.run_writer)
 
         async def item(k: int) -> None:
-            await journal.record_intent(k)
+            await journal.record_intent(k, honoured=False)
             if k % 3 == 0:
-                await journal.forget(k)  # refused outright: no row left
+                await journal.record_refused(k)  # refused outright: no row left
                 return
             await journal.record_token(k, execution)
             if k % 3 == 1:
@@ -214,4 +215,4 @@ async def test_the_journal_commits_large_groups_and_reopens_as_it_was(tmp_path: 
             assert state.outcome is not None and state.outcome.result == {"a": 1}
         else:
             assert state.outcome is None
-    await anyio.to_thread.run_sync(reopened._db.close)
+    reopened.close()

@@ -34,6 +34,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ._items import BatchCounts, ItemKeys
 from ._polling import Poller
 from ._results import structure_result
 from ._transport import DeadlineReached
@@ -139,6 +140,8 @@ class Engine:
         self.error: BaseException | None = None
         self.journal_path = journal
         self.journal: Journal | None = None
+        #: what became of the items so far (``Batch.counts``)
+        self.counts = BatchCounts()
         # the engine: items to trigger, items due for a poll, a timer heap of the rest
         self._slots = anyio.CapacityLimiter(concurrency)
         self._triggers: deque[_Item] = deque()
@@ -175,6 +178,7 @@ class Engine:
                             self.journal_path,
                             provider=self.client.provider.kind,
                             workflow_id=self.workflow_id,
+                            stopping=lambda: self.scope.cancel_called,
                         )
                         await writer.start(self.journal.run_writer)
                     await self._run_items()
@@ -215,14 +219,21 @@ class Engine:
     async def _pull(self, client_slots: anyio.CapacityLimiter) -> None:
         """Read payloads one at a time, each once a slot is free, and start them."""
         journal, index = self.journal, 0
+        keys = ItemKeys(self.key, journaled=journal is not None)
         async for payload in _iterate(self.payloads):
-            key = self.key(payload) if self.key is not None else index
-            item = _Item(index, key, payload, journal.state(key) if journal else None)
+            named = keys.name(payload, index)
+            key = named.key
+            state = journal.state(key) if journal and not named.refused else None
+            item = _Item(index, key, payload, state)
             index += 1
             await _acquire(self._slots, item)
             self._in_flight += 1
-            state = item.state
-            if state is not None and state.outcome is not None:
+            if named.refused is not None:  # a duplicate key: never triggered
+                self.counts.refused += 1
+                item.payload = None
+                await self._deliver(item, await self._failed(item, named.refused))
+            elif state is not None and state.outcome is not None:
+                self.counts.from_journal += 1
                 await self._deliver(item, self._replay(state.outcome, item.index, key))
             else:
                 await _acquire(client_slots, item)
@@ -289,6 +300,8 @@ class Engine:
     async def _resume(self, item: _Item) -> None:
         """An item the journal has a token for: wait on it, trigger nothing."""
         assert item.state is not None and item.state.token is not None
+        self.counts.resumed += 1
+        item.duplicated = item.state.possibly_duplicated
         self._poll_from_now(item, Execution.from_token(item.state.token))
 
     async def _wait_on(self, item: _Item) -> None:
@@ -307,10 +320,11 @@ class Engine:
         idempotency_key = None
         if journal is not None:
             honoured = client.provider.honours_idempotency_key
-            # an intent without a token: the first trigger may have started a run
-            item.duplicated = item.state is not None and not honoured
-            item.state = item.state or await journal.record_intent(item.key)
+            item.state = await journal.record_intent(item.key, honoured=honoured)
+            item.duplicated = item.state.possibly_duplicated
             idempotency_key = item.state.idempotency_key if honoured else None
+        self.counts.triggered += 1
+        self.counts.flagged += item.duplicated
         payload, item.payload = item.payload, None  # polls do not need it: let it go
         try:
             execution, first = await client._trigger(
@@ -359,7 +373,7 @@ class Engine:
 
     async def _failed(self, item: _Item, exc: WorkflowTriggerError) -> Outcome[Any]:
         if self.journal is not None and item.execution is None and _no_run_started(exc):
-            await self.journal.forget(item.key)
+            await self.journal.record_refused(item.key)
         snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
         return Outcome(
             execution=item.execution,
