@@ -42,29 +42,7 @@ def _print_json(data: Any) -> None:
 
 def outcome_json(outcome: Outcome[Any]) -> dict[str, Any]:
     """An outcome as one JSON object (what ``run``, ``wait`` and ``batch`` print)."""
-    ex = outcome.execution
-    error = outcome.error
-    return {
-        "index": outcome.index,
-        "key": outcome.key,
-        "status": outcome.status.value if outcome.status else None,
-        "raw_status": outcome.raw_status,
-        "result": outcome.raw_result,
-        "error": (
-            {"message": error.message, "code": error.code, "details": error.details}
-            if error
-            else None
-        ),
-        "exception": (
-            f"{type(outcome.exception).__name__}: {outcome.exception}"
-            if outcome.exception
-            else None
-        ),
-        "artifacts": [{"name": a.name, "url": a.url} for a in outcome.artifacts],
-        "token": ex.token() if ex else None,
-        "polls": outcome.polls,
-        "possibly_duplicated": outcome.possibly_duplicated,
-    }
+    return outcome.to_dict()
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -146,6 +124,57 @@ def _read_payloads(path: str) -> Iterator[Any]:
                     ) from exc
 
 
+def _payload_lines(path: str) -> list[int]:
+    """The line number of each payload of the input, by index (the lines ``_read_payloads``
+    reads: every line that is not blank)."""
+    with open(path, "rb") as file:
+        return [number for number, line in enumerate(file, 1) if line.strip()]
+
+
+class _Output:
+    """``--output``: one JSON line per outcome. With a journal, each run rewrites the file
+    (the journal hands every item's outcome over again), so each item has one line however
+    many times the batch was resumed. It is opened at the first outcome, once the batch holds
+    its journal: a batch refused because the journal is in use leaves the file alone."""
+
+    def __init__(self, path: str, inputs: str, *, rewrite: bool) -> None:
+        self.path, self.inputs = path, inputs
+        self.mode = "w" if rewrite else "a"
+        self.file: Any = None
+        self.lines: list[int] | None = None  # index -> input line, read at the first need
+
+    def write(self, outcome: Outcome[Any]) -> None:
+        data = outcome.to_dict()
+        if outcome.exception is not None and outcome.execution is None:
+            data["exception"]["message"] = f"{self._where(outcome)}{outcome.exception}"
+        if self.file is None:
+            self.file = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
+        self.file.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        self.file.flush()
+
+    def _where(self, outcome: Outcome[Any]) -> str:
+        """``in.jsonl:12: `` for an item never triggered (a duplicate key, a bad payload)."""
+        if outcome.index is None:
+            return ""
+        if self.lines is None:
+            try:
+                self.lines = _payload_lines(self.inputs)
+            except OSError:
+                self.lines = []
+        if outcome.index >= len(self.lines):
+            return ""
+        return f"{self.inputs}:{self.lines[outcome.index]}: "
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.file is None and exc_info[0] is None:  # no outcome: still say so
+            self.file = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
+        if self.file is not None:
+            self.file.close()
+
+
 def _count_payloads(path: str) -> int | None:
     """How many payloads the input holds, for the ETA (None when it cannot be read)."""
     try:
@@ -176,9 +205,11 @@ async def batch(args: Any) -> int:
         rich.progress.TimeRemainingColumn(),
         console=console,
     )
-    # Appending one short line per outcome to a local file: blocking briefly is fine.
+    # Writing one short line per outcome to a local file: blocking briefly is fine.
     started = time.perf_counter()
-    with open(args.output, "a", encoding="utf-8") as output, progress:  # noqa: ASYNC230
+    flagged = 0
+    output = _Output(args.output, args.input, rewrite=args.journal is not None)
+    with output, progress:
         total = await anyio.to_thread.run_sync(_count_payloads, args.input)
         task = progress.add_task(args.workflow, total=total, counts="")
         async with _client(provider, args) as client:
@@ -191,16 +222,22 @@ async def batch(args: Any) -> int:
                 journal=args.journal,
             )
             async for outcome in outcomes:
-                output.write(json.dumps(outcome_json(outcome), default=str) + "\n")
-                output.flush()
+                output.write(outcome)
+                flagged += outcome.possibly_duplicated
                 label = outcome.status.value if outcome.status else "error"
                 counts["error" if outcome.exception else label] += 1
                 done = sum(counts.values())
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 summary = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
                 progress.update(task, advance=1, counts=f"{summary}  {rate:.1f}/s")
+            tally = outcomes.counts
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
+    if args.journal:
+        console.print(
+            f"{tally.from_journal} from the journal, {tally.resumed} resumed from a token, "
+            f"{tally.triggered} triggered, {flagged} flagged possibly_duplicated"
+        )
     return 0 if not counts else 1
 
 

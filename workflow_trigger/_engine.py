@@ -228,10 +228,13 @@ class Engine:
             index += 1
             await _acquire(self._slots, item)
             self._in_flight += 1
-            if named.refused is not None:  # a duplicate key: never triggered
+            if named.refused is not None:  # a duplicate key: never triggered, journal untouched
                 self.counts.refused += 1
                 item.payload = None
-                await self._deliver(item, await self._failed(item, named.refused))
+                refused = Outcome[Any](
+                    execution=None, status=None, index=item.index, key=key, exception=named.refused
+                )
+                await self._deliver(item, refused)
             elif state is not None and state.outcome is not None:
                 self.counts.from_journal += 1
                 await self._deliver(item, self._replay(state.outcome, item.index, key))

@@ -16,9 +16,9 @@ each one (``ItemKeys.name``):
 * without either, the key is the item's position, as before; nothing is kept.
 
 What it costs. A batch with ``key=`` or a journal keeps one 16-byte digest
-per item in a set, about 90 bytes per item with the set's own overhead (some
-90 MB for ten million items), plus a count for each payload seen more than
-once. Payloads and keys themselves are never kept, except, without a journal,
+per item in a set: about 150 bytes per item with Python's object and set
+overheads, some 150 MB for a million items, plus a count for each payload
+seen more than once. Payloads and keys themselves are never kept, except, without a journal,
 a key that is not a JSON value (it is then kept as itself, hashable).
 """
 
