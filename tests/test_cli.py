@@ -152,9 +152,10 @@ async def test_batch_writes_one_outcome_per_line_and_resumes_from_its_journal(
     assert sorted(o["key"] for o in outcomes) == sorted(f"item-{i}" for i in range(40))
     assert all(o["status"] == "succeeded" and o["result"] == o["index"] for o in outcomes)
     triggers = emulator.trigger_requests
-    code, _, _ = await cli(*args, env=codika_env(emulator))
+    code, _, err = await cli(*args, env=codika_env(emulator))
     assert code == 0 and emulator.trigger_requests == triggers
-    assert len(read_outcomes(outputs)) == 80
+    assert len(read_outcomes(outputs)) == 40  # rewritten from the journal, not appended
+    assert "40 from the journal" in err and "0 triggered" in err
 
 
 async def test_ctrl_c_stops_a_batch_cleanly_and_the_same_command_resumes(
