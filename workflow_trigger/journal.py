@@ -211,7 +211,8 @@ class Journal:
         try:
             journal = await anyio.to_thread.run_sync(cls._open_sync, path, provider, workflow_id)
         except JournalInUse as exc:
-            if _OPEN.get(real) is not None:
+            holder = _OPEN.get(real)
+            if holder is not None and holder._lock is not None:  # open, here
                 exc.message += (
                     ". It is a batch of this process: one left early keeps running until "
                     "its handle is closed, so use `async with client.run_many(...) as batch:`"
