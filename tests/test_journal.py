@@ -275,8 +275,13 @@ async def test_a_second_batch_on_a_journal_in_use_in_this_process_is_refused_at_
     first = client.run_many("wf", keyed(10), key=by_k, journal=journal, concurrency=4)
     async with first, anyio.create_task_group() as tasks:
         tasks.start_soon(anext, first)
-        with anyio.fail_after(10):
-            await emulator.wait_until(lambda: emulator.triggers("wf") >= 4)
+        with anyio.fail_after(10):  # four runs started, each polled: their tokens are recorded
+            await emulator.wait_until(
+                lambda: (
+                    emulator.triggers("wf") >= 4
+                    and all(emulator.polls(e.id) for e in emulator.executions)
+                )
+            )
         # a journal opened through another spelling of its path is the same journal
         other = tmp_path / "sub" / ".." / "batch.sqlite"
         (tmp_path / "sub").mkdir()
@@ -328,6 +333,7 @@ async def test_a_journal_held_by_another_process_is_refused_and_freed_when_it_is
     assert (tmp_path / "batch.sqlite.lock").exists()
     for execution in emulator.executions:
         execution.duration = 0.0
+    emulator.scenario("wf", Scenario(duration=0.0))  # for any item triggered again
     outcomes = [o async for o in client.run_many("wf", keyed(10), key=by_k, journal=journal)]
     assert sorted(o.key for o in outcomes) == list(range(10)) and all(o.ok for o in outcomes)
     flagged = {o.key for o in outcomes if o.possibly_duplicated}
