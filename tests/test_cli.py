@@ -158,9 +158,10 @@ async def test_batch_writes_one_outcome_per_line_and_resumes_from_its_journal(
     assert sorted(o["key"] for o in outcomes) == sorted(f"item-{i}" for i in range(40))
     assert all(o["status"] == "succeeded" and o["result"] == o["index"] for o in outcomes)
     triggers = emulator.trigger_requests
-    code, _, _ = await cli(*args, env=codika_env(emulator))
+    code, _, err = await cli(*args, env=codika_env(emulator))
     assert code == 0 and emulator.trigger_requests == triggers
-    assert len(read_outcomes(outputs)) == 80
+    assert len(read_outcomes(outputs)) == 40  # rewritten from the journal, not appended
+    assert "40 from the journal" in err and "0 triggered" in err
 
 
 async def test_ctrl_c_stops_a_batch_cleanly_and_the_same_command_resumes(
@@ -350,7 +351,7 @@ async def test_a_bad_input_line_is_that_items_error_and_the_batch_goes_on(
     assert code == 1 and out == "" and "Traceback" not in err
     outcomes = read_outcomes(outputs)
     assert sorted(o["key"] for o in outcomes if o["status"] == "succeeded") == ["a", "d"]
-    errors = sorted(o["exception"] for o in outcomes if o["exception"])
+    errors = sorted(o["exception"]["message"] for o in outcomes if o["exception"])
     assert len(outcomes) == 4 and len(errors) == 2
     assert f"{inputs}:2: not a JSON line" in errors[0]
     assert f"{inputs}:4: the payload has no 'id' field" in errors[1]
@@ -358,19 +359,28 @@ async def test_a_bad_input_line_is_that_items_error_and_the_batch_goes_on(
     assert "2 succeeded, 2 did not" in err
 
 
-async def test_without_key_an_item_is_keyed_by_its_position(
+async def test_without_key_fixing_a_bad_line_leaves_every_other_item_done(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.scenario("wf", Scenario(result=lambda p: p["n"]))
     inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inputs.write_text(BAD_INPUT)
     args = ("batch", "codika", "wf", "--input", str(inputs), "--output", str(outputs))
-    code, _, err = await cli(*args, "--interval", "0.02", env=codika_env(emulator))
+    args += ("--journal", str(tmp_path / "j.sqlite"), "--interval", "0.02")
+    code, _, err = await cli(*args, env=codika_env(emulator))
     assert code == 1, err
     outcomes = read_outcomes(outputs)
-    # the bad line keeps its place: every good item's key is its payload's position
-    assert {o["key"]: o["result"] for o in outcomes if o["status"]} == {0: 0, 2: 2, 3: 3}
-    assert [o["key"] for o in outcomes if o["exception"]] == [1]
+    # journaled without --key: each item is named by its payload, not by its place
+    good = {o["key"]: o["result"] for o in outcomes if o["status"]}
+    assert sorted(good.values()) == [0, 2, 3] and all(k.startswith("payload:") for k in good)
+    assert emulator.triggers("wf") == 3
+    inputs.write_text(BAD_INPUT.replace("{not json", '{"n": 1}'))  # the line is fixed
+    code, _, err = await cli(*args, env=codika_env(emulator))
+    assert code == 0, err
+    again = {o["key"]: o["result"] for o in read_outcomes(outputs)}
+    assert sorted(again.values()) == [0, 1, 2, 3] and set(good) < set(again)
+    assert emulator.triggers("wf") == 4  # only the fixed line ran
+    assert "3 from the journal" in err and "1 triggered" in err
 
 
 async def test_fail_fast_stops_at_the_first_bad_line_naming_it(

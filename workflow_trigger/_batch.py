@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 
 from ._engine import Engine
+from ._items import BatchCounts
 from .models import Outcome
 
 __all__ = ["Batch"]
@@ -39,6 +40,12 @@ class Batch(Generic[T]):
         # runs weakref callbacks before any __del__, so the driver's streams are
         # closed before they could be collected unclosed.
         weakref.finalize(self, self._engine.stop)
+
+    @property
+    def counts(self) -> BatchCounts:
+        """What became of the items so far: from the journal, resumed, triggered, flagged,
+        refused (see ``BatchCounts``)."""
+        return self._engine.counts
 
     def __aiter__(self) -> Batch[T]:
         return self

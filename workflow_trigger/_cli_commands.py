@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import collections
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -44,29 +44,7 @@ def _print_json(data: Any) -> None:
 
 def outcome_json(outcome: Outcome[Any]) -> dict[str, Any]:
     """An outcome as one JSON object (what ``run``, ``wait`` and ``batch`` print)."""
-    ex = outcome.execution
-    error = outcome.error
-    return {
-        "index": outcome.index,
-        "key": outcome.key,
-        "status": outcome.status.value if outcome.status else None,
-        "raw_status": outcome.raw_status,
-        "result": outcome.raw_result,
-        "error": (
-            {"message": error.message, "code": error.code, "details": error.details}
-            if error
-            else None
-        ),
-        "exception": (
-            f"{type(outcome.exception).__name__}: {outcome.exception}"
-            if outcome.exception
-            else None
-        ),
-        "artifacts": [{"name": a.name, "url": a.url} for a in outcome.artifacts],
-        "token": ex.token() if ex else None,
-        "polls": outcome.polls,
-        "possibly_duplicated": outcome.possibly_duplicated,
-    }
+    return outcome.to_dict()
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -205,32 +183,21 @@ class _Input:
     A line that is not JSON, or (with ``--key``) whose payload lacks the key
     field, is not run: it becomes that item's error outcome, handed to
     ``on_bad_line``, and the batch goes on (``fail_fast``: the batch stops,
-    naming the line). Without ``--key`` an item's key is its position among the
-    file's payloads (bad lines included), so fixing a bad line and running again
-    with the same journal leaves every other item's key as it was.
+    naming the line). Without ``--key`` the journal keys each item by a digest
+    of its payload, so fixing a bad line and running again with the same
+    journal leaves every other item's key as it was.
     """
 
-    def __init__(
-        self,
-        path: str,
-        field: str | None,
-        *,
-        fail_fast: bool,
-        on_bad_line: Callable[[Outcome[Any]], None],
-    ) -> None:
+    def __init__(self, path: str, field: str | None, *, fail_fast: bool) -> None:
         self.path = path
         self.field = field
         self.fail_fast = fail_fast
-        self.on_bad_line = on_bad_line
-        # positions of the payloads yielded and not yet keyed; key() is called once per
-        # payload, in order
-        self._positions: collections.deque[int] = collections.deque()
+        self.on_bad_line: Callable[[Outcome[Any]], None] = lambda outcome: None
 
     def key(self, payload: Any) -> Any:
-        position = self._positions.popleft()
-        return payload[self.field] if self.field is not None else position
+        return payload[self.field]
 
-    def _problem(self, text: str) -> str | None:
+    def _problem(self, text: str | bytes) -> str | None:
         try:
             payload = json.loads(text)
         except ValueError as exc:
@@ -239,34 +206,97 @@ class _Input:
             return f"the payload has no {self.field!r} field (--key {self.field})"
         return None
 
+    def payload_lines(self) -> list[int]:
+        """The line number of each payload yielded, by index (read again when needed)."""
+        with open(self.path, "rb") as file:
+            return [
+                number
+                for number, line in enumerate(file, 1)
+                if line.strip() and self._problem(line) is None
+            ]
+
     def __iter__(self) -> Iterator[Any]:
         try:
             file = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise InvalidInputError(f"cannot read --input {self.path!r}: {exc.strerror}") from exc
         with file:
-            position = 0
             for number, line in enumerate(file, 1):
                 if not line.strip():
                     continue
                 problem = self._problem(line)
                 if problem is None:
-                    self._positions.append(position)
                     yield json.loads(line)
-                else:
-                    message = f"{self.path}:{number}: {problem}"
-                    if self.fail_fast:
-                        raise InvalidInputError(message + "; fix it and run the same command again")
-                    self.on_bad_line(
-                        Outcome(
-                            execution=None,
-                            status=None,
-                            index=None,
-                            key=position if self.field is None else None,
-                            exception=InvalidInputError(message),
-                        )
+                    continue
+                message = f"{self.path}:{number}: {problem}"
+                if self.fail_fast:
+                    raise InvalidInputError(message + "; fix it and run the same command again")
+                self.on_bad_line(
+                    Outcome(
+                        execution=None,
+                        status=None,
+                        index=None,
+                        key=None,
+                        exception=InvalidInputError(message),
                     )
-                position += 1
+                )
+
+
+class _Output:
+    """``--output``: one JSON line per outcome. With a journal, each run rewrites the file
+    (the journal hands every item's outcome over again), so each item has one line however
+    many times the batch was resumed. It is opened at the first outcome, once the batch holds
+    its journal: a batch refused because the journal is in use leaves the file alone."""
+
+    def __init__(
+        self, path: str, inputs: str, lines: Callable[[], list[int]], *, rewrite: bool
+    ) -> None:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise InvalidInputError(
+                f"cannot write --output {path!r}: {folder!r} is not a folder you can write to"
+            )
+        self.path, self.inputs, self._read_lines = path, inputs, lines
+        self.mode = "w" if rewrite else "a"
+        self.file: Any = None
+        self.lines: list[int] | None = None  # index -> input line, read at the first need
+
+    def write(self, outcome: Outcome[Any]) -> None:
+        data = outcome.to_dict()
+        if outcome.exception is not None and outcome.execution is None:
+            data["exception"]["message"] = f"{self._where(outcome)}{outcome.exception}"
+        if self.file is None:
+            self.file = self._open()
+        self.file.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        self.file.flush()
+
+    def _where(self, outcome: Outcome[Any]) -> str:
+        """``in.jsonl:12: `` for an item never triggered (a duplicate key, a bad payload)."""
+        if outcome.index is None:
+            return ""
+        if self.lines is None:
+            try:
+                self.lines = self._read_lines()
+            except OSError:
+                self.lines = []
+        if outcome.index >= len(self.lines):
+            return ""
+        return f"{self.inputs}:{self.lines[outcome.index]}: "
+
+    def _open(self) -> Any:
+        try:
+            return open(self.path, self.mode, encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write --output {self.path!r}: {exc.strerror}") from exc
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.file is None and exc_info[0] is None:  # no outcome: still say so
+            self.file = self._open()
+        if self.file is not None:
+            self.file.close()
 
 
 def _count_payloads(path: str) -> int | None:
@@ -283,12 +313,12 @@ async def batch(args: Any) -> int:
     rich = _rich()
     console = _console()
     counts: Counter[str] = Counter()
-    try:
-        # Appending one short line per outcome to a local file: blocking briefly is fine.
-        output = open(args.output, "a", encoding="utf-8")  # noqa: ASYNC230, SIM115
-    except OSError as exc:
-        raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror}") from exc
-
+    flagged = 0
+    payloads = _Input(args.input, args.key, fail_fast=args.fail_fast)
+    # With a journal each run rewrites the file; it is opened at the first outcome.
+    output = _Output(
+        args.output, args.input, payloads.payload_lines, rewrite=args.journal is not None
+    )
     progress = rich.progress.Progress(
         "[progress.description]{task.description}",
         rich.progress.BarColumn(),
@@ -304,8 +334,9 @@ async def batch(args: Any) -> int:
         task = progress.add_task(args.workflow, total=total, counts="")
 
         def record(outcome: Outcome[Any]) -> None:
-            output.write(json.dumps(outcome_json(outcome), default=str) + "\n")
-            output.flush()
+            nonlocal flagged
+            output.write(outcome)
+            flagged += outcome.possibly_duplicated
             label = outcome.status.value if outcome.status else "error"
             counts["error" if outcome.exception else label] += 1
             done = sum(counts.values())
@@ -318,21 +349,28 @@ async def batch(args: Any) -> int:
             progress.console.print(f"[red]skipped {outcome.exception}[/]")
             record(outcome)
 
-        payloads = _Input(args.input, args.key, fail_fast=args.fail_fast, on_bad_line=bad_line)
+        payloads.on_bad_line = bad_line
         async with _client(provider, args) as client:
             outcomes = client.run_many(
                 args.workflow,
                 payloads,
                 concurrency=args.concurrency,
                 timeout=_timeout(args),
-                key=payloads.key,
+                key=payloads.key if args.key else None,
                 journal=args.journal,
                 fail_fast=args.fail_fast,
             )
-            async for outcome in outcomes:
-                record(outcome)
+            async with outcomes:
+                async for outcome in outcomes:
+                    record(outcome)
+            tally = outcomes.counts
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
+    if args.journal:
+        console.print(
+            f"{tally.from_journal} from the journal, {tally.resumed} resumed from a token, "
+            f"{tally.triggered} triggered, {flagged} flagged possibly_duplicated"
+        )
     return 0 if not counts else 1
 
 

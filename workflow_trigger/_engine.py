@@ -28,6 +28,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ._items import BatchCounts, ItemKeys
 from ._results import structure_result
 from ._scheduler import Job, JobOptions, Scheduler
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
@@ -127,8 +128,12 @@ class Engine:
         self.error: BaseException | None = None
         self.journal_path = journal
         self.journal: Journal | None = None
+        #: what became of the items so far (``Batch.counts``)
+        self.counts = BatchCounts()
         self._slots = anyio.Semaphore(concurrency)
         self._live: set[_Item] = set()  # submitted, not yet ended: each holds a client slot
+        self._on_wire: set[_Item] = set()  # whose trigger was sent and has not settled
+        self._settled = anyio.Event()
         self._undelivered = 0
         self._exhausted = False
         self._all_done = anyio.Event()
@@ -150,20 +155,29 @@ class Engine:
         self._slots.release()
 
     async def drive(self) -> None:
+        """Pull and start every item, then wait until each was delivered; on a stop (the
+        consumer left, ``fail_fast``), take the items in flight out. With a journal, the
+        stop is graceful: no trigger starts after it, the triggers on the wire get their
+        answers (each bounded by the request timeout) and their tokens are recorded, and
+        only then does the journal close, so a resume triggers none of them again."""
         try:
-            with self.scope:
-                async with self.send, anyio.create_task_group() as writer:
-                    if self.journal_path is not None:
-                        self.journal = await Journal.open(
-                            self.journal_path,
-                            provider=self.scheduler.provider.kind,
-                            workflow_id=self.workflow_id,
-                        )
-                        await writer.start(self.journal.run_writer)
+            async with self.send, anyio.create_task_group() as writer:
+                if self.journal_path is not None:
+                    self.journal = await Journal.open(
+                        self.journal_path,
+                        provider=self.scheduler.provider.kind,
+                        workflow_id=self.workflow_id,
+                        stopping=lambda: self.scope.cancel_called,
+                    )
+                    await writer.start(self.journal.run_writer)
+                with self.scope:
                     await self._pull()
                     if self._undelivered:
                         await self._all_done.wait()
-                    writer.cancel_scope.cancel()
+                self._cancel_live()
+                while self._on_wire:
+                    await self._settled.wait()
+                writer.cancel_scope.cancel()
         except Exception as exc:  # a failing payload iterator or key(): surface it to the consumer
             error: BaseException = exc
             inner: tuple[BaseException, ...]
@@ -189,9 +203,11 @@ class Engine:
     async def _pull(self) -> None:
         """Read payloads one at a time, each once a slot is free, and start them."""
         journal, index, slots = self.journal, 0, self._slots
+        keys = ItemKeys(self.key, journaled=journal is not None)
         async for payload in _iterate(self.payloads):
-            key = self.key(payload) if self.key is not None else index
-            state = journal.state(key) if journal else None
+            named = keys.name(payload, index)
+            key = named.key
+            state = journal.state(key) if journal and not named.refused else None
             item = _Item(self.options, self, index, key, payload, state)
             index += 1
             try:
@@ -199,7 +215,20 @@ class Engine:
             except anyio.WouldBlock:
                 await slots.acquire()
             self._undelivered += 1
-            if state is not None and state.outcome is not None:
+            if named.refused is not None:  # a duplicate key: never triggered, journal untouched
+                self.counts.refused += 1
+                item.payload = None
+                self._deliver(
+                    Outcome(
+                        execution=None,
+                        status=None,
+                        index=item.index,
+                        key=key,
+                        exception=named.refused,
+                    )
+                )
+            elif state is not None and state.outcome is not None:
+                self.counts.from_journal += 1
                 self._deliver(self._replay(state.outcome, item.index, key))
             else:
                 await self._start(item, state)
@@ -222,28 +251,44 @@ class Engine:
                 return
             item.execution = execution
         elif state is not None and state.token is not None:  # wait on it, trigger nothing
+            self.counts.resumed += 1
             item.payload = None
+            item.duplicated = state.possibly_duplicated
             item.execution = Execution.from_token(state.token)
         self.scheduler.submit(item)
 
     # -- the scheduler's hooks (Owner) -----------------------------------------------------
 
     async def before_trigger(self, job: Job) -> None:
-        journal = self.journal
-        if journal is None:
-            return
         assert isinstance(job, _Item)
-        honoured = self.scheduler.provider.honours_idempotency_key
-        # an intent without a token: the first trigger may have started a run
-        job.duplicated = job.journal_state is not None and not honoured
-        job.journal_state = job.journal_state or await journal.record_intent(job.key)
-        if honoured:
-            job.trigger_options = TriggerOptions(idempotency_key=job.journal_state.idempotency_key)
+        if self.scope.cancel_called:  # stopping: the trigger is not sent
+            self.scheduler.withdraw(job)
+            return
+        journal = self.journal
+        if journal is not None:
+            honoured = self.scheduler.provider.honours_idempotency_key
+            # the journal says whether an earlier trigger of this item may have started a run
+            job.journal_state = await journal.record_intent(job.key, honoured=honoured)
+            job.duplicated = job.journal_state.possibly_duplicated
+            if honoured:
+                job.trigger_options = TriggerOptions(
+                    idempotency_key=job.journal_state.idempotency_key
+                )
+        self.counts.triggered += 1
+        self.counts.flagged += job.duplicated
+        self._on_wire.add(job)
 
     async def triggered(self, job: Job) -> None:
         if self.journal is not None:
             assert isinstance(job, _Item) and job.execution is not None
             await self.journal.record_token(job.key, job.execution)
+
+    def trigger_settled(self, job: Job) -> None:
+        if job in self._on_wire:
+            assert isinstance(job, _Item)
+            self._on_wire.discard(job)
+            self._settled.set()
+            self._settled = anyio.Event()
 
     async def changed(self, job: Job, snapshot: Snapshot) -> None:
         hook, context = self.options.on_snapshot, self.options.context
@@ -266,7 +311,7 @@ class Engine:
 
     async def ended_with(self, item: _Item, exc: WorkflowTriggerError) -> None:
         if self.journal is not None and item.execution is None and _no_run_started(exc):
-            await self.journal.forget(item.key)
+            await self.journal.record_refused(item.key)
         snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
         self._end(item)
         self._deliver(

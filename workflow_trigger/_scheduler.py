@@ -88,6 +88,9 @@ class Owner(Protocol):
     async def triggered(self, job: Job) -> None:
         """The trigger answered: ``job.execution`` is known (the journal records it)."""
 
+    def trigger_settled(self, job: Job) -> None:
+        """The trigger step is over, however it ended (after ``triggered`` if it answered)."""
+
     async def changed(self, job: Job, snapshot: Snapshot) -> None:
         """A change of status or steps (only for jobs that report them)."""
 
@@ -389,8 +392,18 @@ class Scheduler:
         if anyio.current_time() >= job.deadline:
             raise trigger_not_sent(job.workflow_id)
         job.started = True  # the trigger's own deadline handling applies from here on
-        if job.owner is not None:
-            await job.owner.before_trigger(job)
+        if job.owner is None:
+            await self._send_trigger(job)
+            return
+        await job.owner.before_trigger(job)
+        if job.cancelled:  # its owner is stopping: no trigger starts now
+            return
+        try:
+            await self._send_trigger(job)
+        finally:
+            job.owner.trigger_settled(job)
+
+    async def _send_trigger(self, job: Job) -> None:
         context = TriggerContext(
             now=now_utc(), message_id=f"msg_{uuid.uuid4().hex}", options=job.trigger_options
         )

@@ -11,7 +11,8 @@ platform's documented shape, bad input.
     │   ├── AuthenticationError   401 / 403
     │   ├── NotFoundError         404
     │   ├── InvalidInputError     400 / 422, or refused by the SDK before sending
-    │   │   └── PayloadTooLarge   over the platform's documented size limit
+    │   │   ├── PayloadTooLarge   over the platform's documented size limit
+    │   │   └── JournalInUse      another batch has the journal open (``path``)
     │   ├── RateLimitError        429 (``retry_after``)
     │   └── ServerError           5xx
     ├── ProtocolError             a response that breaks the documented shape
@@ -34,6 +35,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "InvalidInputError",
+    "JournalInUse",
     "NotFoundError",
     "PayloadTooLarge",
     "PollTimeout",
@@ -99,6 +101,17 @@ class InvalidInputError(APIError):
 
 class PayloadTooLarge(InvalidInputError):
     """The payload is over the platform's documented size limit; nothing was sent."""
+
+
+class JournalInUse(InvalidInputError):
+    """Another batch (in this process or another) has the journal open; nothing was triggered.
+
+    ``path`` is the journal's. Wait for that batch to end, or give this one another file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class RateLimitError(APIError):

@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from . import errors
 from .errors import InvalidInputError, WorkflowFailed
 
 __all__ = [
@@ -237,3 +240,94 @@ class Outcome(Generic[T]):
             name = f" {ex.workflow_id!r} (execution {ex.execution_id})" if ex else ""
             raise WorkflowFailed(f"workflow{name} ended {what}{detail}", outcome=self)
         return self.result  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as JSON values: what the CLI prints and the journal stores.
+
+        ``result`` is the result as the platform sent it (``raw_result``), the
+        execution is its ``token``, times are ISO 8601 strings, ``exception`` is
+        ``{"type", "message"}`` or None. ``Outcome.from_dict`` reads it back.
+        """
+        data: dict[str, Any] = _WIRE.unstructure(self, Outcome)
+        return data
+
+    def to_json(self) -> str:
+        """``to_dict()`` as one line of JSON (a key that is not JSON is written as its ``str``)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Outcome[Any]:
+        """The outcome a ``to_dict()`` describes; ``result`` is then the raw result.
+
+        An exception comes back as the SDK's class of that name, with its message
+        only. Raises ``InvalidInputError`` for anything ``to_dict`` did not write.
+        """
+        try:
+            outcome: Outcome[Any] = _WIRE.structure(data, Outcome)
+        except (cattrs.BaseValidationError, InvalidInputError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"not an outcome that Outcome.to_dict() wrote ({exc}): pass its dict unchanged"
+            ) from exc
+        return outcome
+
+
+# -- the wire form: one converter for the journal's rows and the CLI's JSON -------------------
+
+_FIRST = ("index", "key")  # the fields a reader looks for first, written first
+
+
+def _exception_to_wire(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def _exception_from_wire(data: Mapping[str, str], execution: Execution | None) -> BaseException:
+    name, message = data["type"], data["message"]
+    kind = getattr(errors, name, None)
+    if isinstance(kind, type) and issubclass(kind, errors.WorkflowTriggerError):
+        if kind is errors.PollTimeout and execution is not None:
+            return errors.PollTimeout(message, execution=execution)
+        if kind not in (errors.PollTimeout, errors.WorkflowFailed):
+            return kind(message)
+    return errors.WorkflowTriggerError(f"{name}: {message}")
+
+
+def _make_wire_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(datetime, datetime.isoformat)
+    converter.register_structure_hook(datetime, lambda value, _: parse_iso_datetime(value))
+    converter.register_unstructure_hook(Execution, Execution.token)
+    converter.register_structure_hook(Execution, lambda value, _: Execution.from_token(value))
+    converter.register_unstructure_hook_func(
+        lambda kind: isinstance(kind, type) and issubclass(kind, BaseException),
+        _exception_to_wire,
+    )
+    token, result, omit = override(rename="token"), override(rename="result"), override(omit=True)
+    fields = make_dict_unstructure_fn(
+        Outcome, converter, execution=token, raw_result=result, result=omit
+    )
+
+    def unstructure(outcome: Outcome[Any]) -> dict[str, Any]:
+        data = fields(outcome)
+        if outcome.raw_result is None and outcome.result is not None:  # built by hand
+            data["result"] = converter.unstructure(outcome.result)
+        return {**{name: data.pop(name) for name in _FIRST}, **data}
+
+    read = make_dict_structure_fn(
+        Outcome[Any], converter, execution=token, raw_result=result, result=omit, exception=omit
+    )
+
+    def structure(data: Mapping[str, Any], _: type) -> Outcome[Any]:
+        outcome = read(data, Outcome[Any])
+        exception = data.get("exception")
+        return attrs.evolve(
+            outcome,
+            result=outcome.raw_result,
+            exception=_exception_from_wire(exception, outcome.execution) if exception else None,
+        )
+
+    converter.register_unstructure_hook(Outcome, unstructure)
+    converter.register_structure_hook(Outcome, structure)
+    return converter
+
+
+_WIRE = _make_wire_converter()
