@@ -22,6 +22,7 @@ def test_all_is_sorted_and_complete() -> None:
         "testing",
         "events",
         "options",
+        "otel",  # optional integration: an attribute once a test imports it
     }
     assert list(wt.__all__) == sorted(set(wt.__all__))
     assert public - modules - {"annotations"} == set(wt.__all__)
