@@ -6,18 +6,21 @@
     GET  /runs/{token}           one status poll        -> {"status", "raw_status", "steps", ...}
     GET  /runs/{token}/result    waits for the end      -> {"status", "result", "error", ...}
 
-How it works. One ``AsyncClient`` serves the whole app: the lifespan opens it
-and puts it on ``app.state``, so every request shares its connection pool and
-its concurrency limit, and shutdown closes it. The token
-(``Execution.token()``) is all the state there is: it holds no secret and no
-URL, so the caller keeps it, and any worker process of the app can answer for
-it with ``Execution.from_token``.
+How it works. ``workflow_trigger.fastapi`` does the plumbing: its
+``open_client`` (inside this app's lifespan) opens one ``AsyncClient`` for the
+whole app, so every request shares its connection pool and its concurrency
+limit, and shutdown closes it; the ``WorkflowClient`` annotation hands it to
+each handler. The token (``Execution.token()``) is all the state there is: it
+holds no secret and no URL, so the caller keeps it, and any worker process of
+the app can answer for it with ``Execution.from_token``.
 
-Starlette does not cancel an endpoint whose client went away: it only reports
-the disconnect on the ASGI receive channel. So the result endpoint races the
-wait against that channel and cancels the wait when the client leaves, rather
-than polling on for nobody. (The workflow itself goes on; cancelling a run is
-a separate, explicit operation.)
+Starlette does not cancel an endpoint whose client went away. The result
+endpoint sits on a router whose route class is ``CancelOnDisconnectRoute``: when
+the caller hangs up, the handler is cancelled and its wait stops polling at
+once, rather than polling on for nobody. (The workflow itself goes on;
+cancelling a run is a separate, explicit operation, or ``cancel_remote_on_exit``.)
+The trigger endpoint is deliberately not on it: a trigger cancelled half-way
+leaves it unknown whether a run started, and it takes one request anyway.
 
 Errors from the SDK become HTTP answers in one place, ``workflow_error``.
 """
@@ -25,37 +28,17 @@ Errors from the SDK become HTTP answers in one place, ``workflow_error``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import anyio
-import anyio.abc
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import workflow_trigger as wt
-
-T = TypeVar("T")
-
-#: nginx's "client closed request": nobody reads it, but logs show why the request ended
-CLIENT_CLOSED_REQUEST = 499
-
-
-def codika_from_env() -> wt.Codika:
-    """Codika from the environment, so the same code runs against the emulator or the platform."""
-    missing = [
-        name for name in ("CODIKA_PROCESS_INSTANCE_ID", "CODIKA_API_KEY") if name not in os.environ
-    ]
-    if missing:
-        raise RuntimeError(f"set {' and '.join(missing)} (see examples/README.md)")
-    return wt.Codika(
-        os.environ["CODIKA_PROCESS_INSTANCE_ID"],
-        api_key=os.environ["CODIKA_API_KEY"],
-        base_url=os.environ.get("CODIKA_BASE_URL", "https://api.codika.io"),
-    )
+from workflow_trigger.fastapi import CancelOnDisconnectRoute, WorkflowClient, open_client
 
 
 def poll_from_env() -> wt.PollPolicy | None:
@@ -108,19 +91,15 @@ class RunResult(BaseModel):
 # -- endpoints -----------------------------------------------------------------------------
 
 
-def workflow_client(request: Request) -> wt.AsyncClient:
-    client: wt.AsyncClient = request.app.state.workflows
-    return client
-
-
-Workflows = Annotated[wt.AsyncClient, Depends(workflow_client)]
 router = APIRouter()
+#: its handlers are cancelled when their caller hangs up
+waits = APIRouter(route_class=CancelOnDisconnectRoute)
 
 
 @router.post("/runs/{workflow_id}", status_code=202)
 async def start_run(
     workflow_id: str,
-    client: Workflows,
+    client: WorkflowClient,
     response: Response,
     request: Request,
     payload: Annotated[Any, Body()] = None,
@@ -134,7 +113,7 @@ async def start_run(
 
 
 @router.get("/runs/{token}", name="run_status")
-async def run_status(token: str, client: Workflows) -> RunStatus:
+async def run_status(token: str, client: WorkflowClient) -> RunStatus:
     execution = wt.Execution.from_token(token)
     snapshot = await client.status(execution)
     return RunStatus(
@@ -150,21 +129,16 @@ async def run_status(token: str, client: Workflows) -> RunStatus:
     )
 
 
-@router.get("/runs/{token}/result", response_model=RunResult)
+@waits.get("/runs/{token}/result")
 async def run_result(
     token: str,
-    client: Workflows,
-    request: Request,
+    client: WorkflowClient,
     timeout: Annotated[float | None, Query(gt=0, description="seconds; default 120")] = None,
-) -> RunResult | Response:
+) -> RunResult:
     """Wait until the run ends. A remote failure is a 200 with ``status: failed``; our own
     deadline passing is a 504 (the run may go on: ask again with the same token)."""
     execution = wt.Execution.from_token(token)
-    outcome = await unless_disconnected(
-        request, lambda: client.wait(execution, timeout=wt.DEFAULT if timeout is None else timeout)
-    )
-    if outcome is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    outcome = await client.wait(execution, timeout=wt.DEFAULT if timeout is None else timeout)
     error = outcome.error
     return RunResult(
         token=token,
@@ -177,32 +151,6 @@ async def run_result(
         else None,
         polls=outcome.polls,
     )
-
-
-async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
-    """``await work()``, or ``None`` once the client has disconnected (``work`` is cancelled)."""
-    done: list[T] = []
-    failed: list[Exception] = []
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_cancel_on_disconnect, request, tasks.cancel_scope)
-        try:
-            done.append(await work())
-        except Exception as exc:  # raised below, as itself rather than in an ExceptionGroup
-            failed.append(exc)
-        tasks.cancel_scope.cancel()
-    if failed:
-        raise failed[0]
-    return done[0] if done else None
-
-
-async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
-    # Waits on the receive channel instead of polling request.is_disconnected():
-    # no timer, and the wait stops the moment the server sees the disconnect.
-    # The first message is the (empty) body of the GET; the next one can only
-    # be the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -241,8 +189,9 @@ async def workflow_error(request: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with wt.AsyncClient(codika_from_env(), poll=poll_from_env()) as client:
-        app.state.workflows = client
+    # Codika.from_env reads CODIKA_PROCESS_INSTANCE_ID, CODIKA_API_KEY and CODIKA_BASE_URL,
+    # so the same code runs against the emulator or the platform.
+    async with open_client(app, wt.Codika.from_env, poll=poll_from_env()):
         yield
 
 
@@ -250,6 +199,7 @@ def create_app() -> FastAPI:
     """A new app; the environment is read when it starts, not when this module is imported."""
     app = FastAPI(title="workflow_trigger example", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(waits)
     app.add_exception_handler(wt.WorkflowTriggerError, workflow_error)
     return app
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import codika_for
 
+import workflow_trigger as wt
 from workflow_trigger.testing import Emulator, Scenario
 
 SCRIPT = shutil.which("workflow-trigger", path=str(Path(sys.executable).parent))
@@ -116,8 +119,11 @@ async def test_status_wait_and_cancel_by_token(emulator: Emulator) -> None:
     assert code == 0 and json.loads(out)["status"] == "succeeded"
     code, out, _ = await cli("wait", token, "--interval", "0.02", env=env)
     assert code == 0 and json.loads(out)["result"] == {"done": True}
+    requests = emulator.requests
     code, _, err = await cli("cancel", token, env=env)
-    assert code == 3 and "cancel" in err  # Codika documents no cancel operation
+    # Codika documents no cancel operation: a usage error, and nothing is sent
+    assert code == 2 and "cancel" in err and "Traceback" not in err
+    assert emulator.requests == requests
 
 
 @pytest.mark.parametrize(
@@ -183,3 +189,196 @@ async def test_ctrl_c_stops_a_batch_cleanly_and_the_same_command_resumes(
     runs = Counter(e.payload["id"] for e in emulator.executions)
     flagged = {o["key"] for o in outcomes if o["possibly_duplicated"]}
     assert all(n == 1 for key, n in runs.items() if key not in flagged)
+
+
+# -- runs that end without an outcome ------------------------------------------------------
+
+
+def assert_not_finished(out: str, err: str, emulator: Emulator) -> str:
+    printed = json.loads(out)
+    token: str = printed["token"]
+    assert printed["finished"] is False and printed["workflow_id"] == "slow"
+    assert wt.Execution.from_token(token).execution_id == emulator.executions[0].id
+    assert f"workflow-trigger wait {token}" in err
+    return token
+
+
+async def test_a_run_past_its_timeout_prints_the_token_to_wait_on(emulator: Emulator) -> None:
+    emulator.scenario("slow", Scenario(duration=60, result={"late": True}))
+    env = codika_env(emulator)
+    code, out, err = await cli(
+        "run", "codika", "slow", "--timeout", "0.3", "--interval", "0.02", env=env
+    )
+    assert code == 3 and "Traceback" not in err
+    token = assert_not_finished(out, err, emulator)
+    emulator.executions[0].advance(60)
+    code, out, _ = await cli("wait", token, "--interval", "0.02", env=env)
+    assert code == 0 and json.loads(out)["result"] == {"late": True}
+    assert emulator.triggers("slow") == 1
+
+
+async def test_ctrl_c_during_a_run_prints_the_token_and_exits_130(emulator: Emulator) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    args = ["run", "codika", "slow", "--interval", "0.02"]
+    async with await anyio.open_process([*COMMAND, *args], env=codika_env(emulator)) as process:
+        with anyio.fail_after(30):
+            await emulator.wait_until(lambda: emulator.poll_requests >= 2)
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            assert await process.wait() == 130
+        assert process.stdout is not None and process.stderr is not None
+        out = (await process.stdout.receive()).decode()
+        err = b""
+        async for chunk in process.stderr:
+            err += chunk
+    assert "Traceback" not in err.decode()
+    assert_not_finished(out, err.decode(), emulator)
+
+
+async def test_wait_past_its_timeout_prints_the_token_again(emulator: Emulator) -> None:
+    emulator.scenario("slow", Scenario(duration=60))
+    env = codika_env(emulator)
+    async with wt.AsyncClient(codika_for(emulator)) as client:
+        token = (await client.trigger("slow")).token()
+    code, out, err = await cli("wait", token, "--timeout", "0.2", "--interval", "0.02", env=env)
+    assert code == 3
+    assert assert_not_finished(out, err, emulator) == token
+
+
+# -- usage errors: a message and exit 2, never a traceback ---------------------------------
+
+BATCH = ("batch", "codika", "wf", "--input")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ("batch", "codika", "wf", "--input", "IN", "--output", "/missing/dir/o.jsonl"),
+            "--output",
+        ),
+        (("emulator", "--port", "99999"), "65535"),
+        (("emulator", "--port", "http"), "65535"),
+        (("demo", "--count", "-5"), "--count"),
+        (("demo", "--concurrency", "0"), "--concurrency"),
+        (("run", "codika", "wf", "--timeout", "-1"), "--timeout"),
+        (
+            ("batch", "codika", "wf", "--input", "IN", "--output", "OUT", "--concurrency", "0"),
+            ">= 1",
+        ),
+        (("status", "TOKEN", "--interval", "1"), "unrecognized arguments: --interval"),
+        (("cancel", "TOKEN", "--interval", "1"), "unrecognized arguments: --interval"),
+        ((*BATCH, "/missing/in.jsonl", "--output", "OUT"), "--input"),
+        (("run", "codika", "wf", "--payload-file", "/missing/p.json"), "/missing/p.json"),
+    ],
+)
+async def test_user_errors_exit_2_with_a_message(
+    emulator: Emulator, tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"n": 1}\n')
+    paths = {"IN": str(tmp_path / "in.jsonl"), "OUT": str(tmp_path / "out.jsonl")}
+    env = codika_env(emulator)
+    async with wt.AsyncClient(codika_for(emulator)) as client:
+        paths["TOKEN"] = (await client.trigger("wf")).token()
+    code, out, err = await cli(*(paths.get(a, a) for a in args), env=env)
+    assert (code, out) == (2, ""), err
+    assert needle in err and "Traceback" not in err
+
+
+async def test_an_emulator_port_in_use_is_a_message_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, out, err = await cli("emulator", "--port", port, env=dict(os.environ))
+    assert (code, out) == (2, "")
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+async def test_version() -> None:
+    code, out, _ = await cli("--version", env=dict(os.environ))
+    assert (code, out.strip()) == (0, f"workflow-trigger {wt.__version__}")
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+async def test_allow_insecure_http_sends_credentials_to_a_plain_http_host() -> None:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address other than loopback")
+    async with Emulator(host="0.0.0.0") as emulator:
+        emulator.scenario("wf", Scenario(result={"ok": 1}))
+        env = codika_env(emulator, CODIKA_BASE_URL=f"http://{address}:{emulator.port}")
+        args = ("run", "codika", "wf", "--interval", "0.02")
+        code, out, err = await cli(*args, env=env)
+        assert (code, out) == (2, "")
+        assert "--allow-insecure-http" in err and emulator.requests == 0
+        code, out, err = await cli(*args, "--allow-insecure-http", env=env)
+        assert code == 0, err
+        assert json.loads(out)["result"] == {"ok": 1}
+
+
+async def test_demo_writes_progress_and_summary_to_stderr_only() -> None:
+    code, out, err = await cli("demo", "--count", "5", "--concurrency", "5", env=dict(os.environ))
+    assert code in (0, 1) and out == ""
+    assert "Summary" in err and "requests made" in err
+
+
+# -- batch input ----------------------------------------------------------------------------
+
+
+BAD_INPUT = '{"id": "a", "n": 0}\n{not json\n\n{"n": 2}\n{"id": "d", "n": 3}\n'
+
+
+async def test_a_bad_input_line_is_that_items_error_and_the_batch_goes_on(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.scenario("wf", Scenario(result=lambda p: p["n"]))
+    inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(BAD_INPUT)
+    args = ("batch", "codika", "wf", "--input", str(inputs), "--output", str(outputs))
+    code, out, err = await cli(*args, "--key", "id", "--interval", "0.02", env=codika_env(emulator))
+    assert code == 1 and out == "" and "Traceback" not in err
+    outcomes = read_outcomes(outputs)
+    assert sorted(o["key"] for o in outcomes if o["status"] == "succeeded") == ["a", "d"]
+    errors = sorted(o["exception"] for o in outcomes if o["exception"])
+    assert len(outcomes) == 4 and len(errors) == 2
+    assert f"{inputs}:2: not a JSON line" in errors[0]
+    assert f"{inputs}:4: the payload has no 'id' field" in errors[1]
+    assert emulator.triggers("wf") == 2
+    assert "2 succeeded, 2 did not" in err
+
+
+async def test_without_key_an_item_is_keyed_by_its_position(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.scenario("wf", Scenario(result=lambda p: p["n"]))
+    inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(BAD_INPUT)
+    args = ("batch", "codika", "wf", "--input", str(inputs), "--output", str(outputs))
+    code, _, err = await cli(*args, "--interval", "0.02", env=codika_env(emulator))
+    assert code == 1, err
+    outcomes = read_outcomes(outputs)
+    # the bad line keeps its place: every good item's key is its payload's position
+    assert {o["key"]: o["result"] for o in outcomes if o["status"]} == {0: 0, 2: 2, 3: 3}
+    assert [o["key"] for o in outcomes if o["exception"]] == [1]
+
+
+async def test_fail_fast_stops_at_the_first_bad_line_naming_it(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(BAD_INPUT)
+    args = ("batch", "codika", "wf", "--input", str(inputs), "--output", str(outputs))
+    code, out, err = await cli(*args, "--fail-fast", "--interval", "0.02", env=codika_env(emulator))
+    assert (code, out) == (2, "")
+    assert f"{inputs}:2: not a JSON line" in err and "Traceback" not in err

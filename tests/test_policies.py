@@ -73,3 +73,30 @@ def test_parse_retry_after_seconds_and_http_date() -> None:
     for bad in (None, "", "soon", "nan", "inf"):
         assert parse_retry_after(bad, now) is None
     assert parse_retry_after("-5") == 0.0
+
+
+def test_a_max_interval_below_interval_is_refused_saying_what_to_pass() -> None:
+    with pytest.raises(InvalidInputError, match="max_interval >= interval") as info:
+        PollPolicy(interval=10, max_interval=1)
+    assert "PollPolicy(interval=10, max_interval=30)" in str(info.value)
+
+
+@pytest.mark.parametrize("jitter", [True, False, "0.1", None, float("nan"), 1.5])
+def test_a_jitter_that_is_not_a_fraction_is_refused(jitter: object) -> None:
+    with pytest.raises(InvalidInputError, match="jitter"):
+        PollPolicy(jitter=jitter)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "60", float("inf")])
+def test_max_retry_after_must_be_a_positive_finite_number(value: object) -> None:
+    with pytest.raises(InvalidInputError, match="max_retry_after"):
+        RetryPolicy(max_retry_after=value)  # type: ignore[arg-type]
+
+
+def test_poll_hints_are_cut_to_max_retry_after() -> None:
+    policy = RetryPolicy(max_retry_after=60.0)
+    assert policy.poll_hint("1000000000", None) == 60.0
+    assert policy.poll_hint(None, 10**9) == 60.0
+    assert policy.poll_hint("5", 30.0) == 5.0  # the header wins over the provider's reading
+    assert policy.poll_hint(None, 2.0) == 2.0
+    assert policy.poll_hint("soon", None) is None

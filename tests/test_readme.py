@@ -103,6 +103,20 @@ def scenarios(emu: Emulator) -> None:
     )
 
 
+async def call_the_app(app: Any) -> None:
+    """Serve a block's FastAPI ``app`` under uvicorn and call its route."""
+    import aiohttp
+    from _uvicorn import TrackedApp, serve
+
+    async with (
+        serve(TrackedApp(app)) as url,
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/summaries", params={"text": "hi"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"title": "Hello", "words": 2}
+
+
 @pytest.mark.parametrize(("line", "source"), BLOCKS, ids=[f"README.md:{n}" for n, _ in BLOCKS])
 async def test_readme_block_runs(
     line: int,
@@ -133,5 +147,7 @@ async def test_readme_block_runs(
                 result = eval(code, namespace)
                 if result is not None:
                     await result
+            if "FastAPI(" in source:
+                await call_the_app(namespace["app"])
     # a block that is not about the emulator itself talked to it
     assert emulator.requests > 0 or "workflow_trigger.testing" in source

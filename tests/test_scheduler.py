@@ -292,10 +292,9 @@ async def test_a_trigger_queued_past_its_deadline_is_never_sent(
 ) -> None:
     # one connection, so one trigger at a time: the second waits in the queue past its deadline
     emulator.add_fault(Fault.slow(count=1, delay=1.0, on="trigger"))
-    async with make_client(max_connections=1) as client:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.trigger, "wf")
-            await emulator.wait_until(lambda: emulator.trigger_requests == 1)
-            with anyio.fail_after(5), pytest.raises(wt.TransportError, match="nothing was sent"):
-                await client.run("wf", timeout=0.2)
+    async with make_client(max_connections=1) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.trigger, "wf")
+        await emulator.wait_until(lambda: emulator.trigger_requests == 1)
+        with anyio.fail_after(5), pytest.raises(wt.TransportError, match="nothing was sent"):
+            await client.run("wf", timeout=0.2)
     assert emulator.trigger_requests == 1

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 
 from ._cli_platforms import provider_for, provider_for_token
 from .client import DEFAULT, AsyncClient
-from .errors import InvalidInputError, UnsupportedOperation
-from .models import Outcome, Snapshot
+from .errors import InvalidInputError, PollTimeout, UnsupportedOperation, WorkflowTriggerError
+from .models import Execution, Outcome, Snapshot
 from .policies import PollPolicy, RetryPolicy
 from .providers import Codika, Provider
 
-__all__ = ["batch", "cancel", "demo", "run", "status", "wait"]
+__all__ = ["batch", "cancel", "demo", "emulator", "run", "status", "wait"]
 
 
 def _rich() -> Any:
@@ -80,7 +82,55 @@ def _client(provider: Provider, args: Any) -> AsyncClient:
     poll = None
     if getattr(args, "interval", None):
         poll = PollPolicy(interval=args.interval, timeout=provider.default_poll.timeout)
-    return AsyncClient(provider, poll=poll)
+    return AsyncClient(
+        provider, poll=poll, allow_insecure_http=getattr(args, "allow_insecure_http", False)
+    )
+
+
+def _not_finished(execution: Execution, snapshot: Snapshot | None, why: str) -> None:
+    """The token on stdout and how to wait on it on stderr, for a run we stopped waiting on."""
+    token = execution.token()
+    _print_json(
+        {
+            "token": token,
+            "workflow_id": execution.workflow_id,
+            "execution_id": execution.execution_id,
+            "status": snapshot.status.value if snapshot else None,
+            "raw_status": snapshot.raw_status if snapshot else None,
+            "finished": False,
+        }
+    )
+    sys.stdout.flush()
+    print(
+        f"{execution.workflow_id} has not finished ({why}); it goes on remotely. "
+        f"Wait for it with:\n  workflow-trigger wait {token}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _wait_or_report(
+    client: AsyncClient,
+    execution: Execution,
+    timeout: Any,
+    on_snapshot: Callable[[Snapshot], object] | None = None,
+) -> Outcome[Any]:
+    """``client.wait``; when it ends without an outcome, the token is printed first."""
+    last: list[Snapshot] = []
+
+    def seen(snapshot: Snapshot) -> None:
+        last[:] = [snapshot]
+        if on_snapshot is not None:
+            on_snapshot(snapshot)
+
+    try:
+        return await client.wait(execution, timeout=timeout, on_snapshot=seen)
+    except PollTimeout as exc:
+        _not_finished(execution, exc.snapshot or (last[0] if last else None), "--timeout passed")
+        raise
+    except anyio.get_cancelled_exc_class():
+        _not_finished(execution, last[0] if last else None, "interrupted")
+        raise
 
 
 def _timeout(args: Any) -> Any:
@@ -115,12 +165,32 @@ async def run(args: Any) -> int:
     console = _console()
     async with _client(provider, args) as client:
         with console.status(f"triggering {args.workflow}...") as spinner:
-            outcome = await client.run(
-                args.workflow,
-                payload,
-                timeout=_timeout(args),
-                on_snapshot=lambda snap: spinner.update(f"{args.workflow}: {_describe(snap)}"),
-            )
+
+            def show(snapshot: Snapshot) -> None:
+                spinner.update(f"{args.workflow}: {_describe(snapshot)}")
+
+            timeout = _timeout(args)
+            if provider.kind == "awaitstep_function":  # one request: no run to wait on later
+                outcome = await client.run(args.workflow, payload, timeout=timeout)
+            else:
+                # trigger, then wait: the handle is known before the wait, so a timeout or a
+                # Ctrl-C can still print the token to wait on
+                seconds = client.poll_policy.timeout if timeout is DEFAULT else timeout
+                started = anyio.current_time()
+                with anyio.move_on_after(seconds) as trigger_scope:
+                    execution = await client.trigger(args.workflow, payload)
+                if trigger_scope.cancelled_caught:
+                    raise WorkflowTriggerError(
+                        f"the trigger of {args.workflow!r} did not answer within --timeout; "
+                        "the run may have started"
+                    )
+                spinner.update(f"{args.workflow}: triggered, waiting...")
+                left = (
+                    None
+                    if seconds is None
+                    else max(seconds - (anyio.current_time() - started), 0.001)
+                )
+                outcome = await _wait_or_report(client, execution, left, show)
     _print_json(outcome_json(outcome))
     if not outcome.ok:
         message = outcome.error.message if outcome.error else outcome.raw_status
@@ -129,21 +199,74 @@ async def run(args: Any) -> int:
     return 0
 
 
-def _read_payloads(path: str) -> Iterator[Any]:
-    try:
-        file = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the generator
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read --input {path!r}: {exc.strerror}") from exc
-    with file:
-        for number, line in enumerate(file, 1):
-            if line.strip():
-                try:
+class _Input:
+    """The payloads of a JSONL file, one per non-blank line, read lazily.
+
+    A line that is not JSON, or (with ``--key``) whose payload lacks the key
+    field, is not run: it becomes that item's error outcome, handed to
+    ``on_bad_line``, and the batch goes on (``fail_fast``: the batch stops,
+    naming the line). Without ``--key`` an item's key is its position among the
+    file's payloads (bad lines included), so fixing a bad line and running again
+    with the same journal leaves every other item's key as it was.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        field: str | None,
+        *,
+        fail_fast: bool,
+        on_bad_line: Callable[[Outcome[Any]], None],
+    ) -> None:
+        self.path = path
+        self.field = field
+        self.fail_fast = fail_fast
+        self.on_bad_line = on_bad_line
+        # positions of the payloads yielded and not yet keyed; key() is called once per
+        # payload, in order
+        self._positions: collections.deque[int] = collections.deque()
+
+    def key(self, payload: Any) -> Any:
+        position = self._positions.popleft()
+        return payload[self.field] if self.field is not None else position
+
+    def _problem(self, text: str) -> str | None:
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            return f"not a JSON line ({exc})"
+        if self.field is not None and not (isinstance(payload, dict) and self.field in payload):
+            return f"the payload has no {self.field!r} field (--key {self.field})"
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            file = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read --input {self.path!r}: {exc.strerror}") from exc
+        with file:
+            position = 0
+            for number, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                problem = self._problem(line)
+                if problem is None:
+                    self._positions.append(position)
                     yield json.loads(line)
-                except ValueError as exc:
-                    raise InvalidInputError(
-                        f"{path}:{number} is not a JSON line ({exc}); fix it and run the same "
-                        "command again (with --journal, finished items are not run again)"
-                    ) from exc
+                else:
+                    message = f"{self.path}:{number}: {problem}"
+                    if self.fail_fast:
+                        raise InvalidInputError(message + "; fix it and run the same command again")
+                    self.on_bad_line(
+                        Outcome(
+                            execution=None,
+                            status=None,
+                            index=None,
+                            key=position if self.field is None else None,
+                            exception=InvalidInputError(message),
+                        )
+                    )
+                position += 1
 
 
 def _count_payloads(path: str) -> int | None:
@@ -160,12 +283,11 @@ async def batch(args: Any) -> int:
     rich = _rich()
     console = _console()
     counts: Counter[str] = Counter()
-    field = args.key
-
-    def key(payload: Any) -> Any:
-        if not isinstance(payload, dict) or field not in payload:
-            raise InvalidInputError(f"--key {field!r}: a payload has no such field")
-        return payload[field]
+    try:
+        # Appending one short line per outcome to a local file: blocking briefly is fine.
+        output = open(args.output, "a", encoding="utf-8")  # noqa: ASYNC230, SIM115
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror}") from exc
 
     progress = rich.progress.Progress(
         "[progress.description]{task.description}",
@@ -176,29 +298,39 @@ async def batch(args: Any) -> int:
         rich.progress.TimeRemainingColumn(),
         console=console,
     )
-    # Appending one short line per outcome to a local file: blocking briefly is fine.
     started = time.perf_counter()
-    with open(args.output, "a", encoding="utf-8") as output, progress:  # noqa: ASYNC230
+    with output, progress:
         total = await anyio.to_thread.run_sync(_count_payloads, args.input)
         task = progress.add_task(args.workflow, total=total, counts="")
+
+        def record(outcome: Outcome[Any]) -> None:
+            output.write(json.dumps(outcome_json(outcome), default=str) + "\n")
+            output.flush()
+            label = outcome.status.value if outcome.status else "error"
+            counts["error" if outcome.exception else label] += 1
+            done = sum(counts.values())
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            summary = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+            progress.update(task, advance=1, counts=f"{summary}  {rate:.1f}/s")
+
+        def bad_line(outcome: Outcome[Any]) -> None:
+            assert outcome.exception is not None
+            progress.console.print(f"[red]skipped {outcome.exception}[/]")
+            record(outcome)
+
+        payloads = _Input(args.input, args.key, fail_fast=args.fail_fast, on_bad_line=bad_line)
         async with _client(provider, args) as client:
             outcomes = client.run_many(
                 args.workflow,
-                _read_payloads(args.input),
+                payloads,
                 concurrency=args.concurrency,
                 timeout=_timeout(args),
-                key=key if field else None,
+                key=payloads.key,
                 journal=args.journal,
+                fail_fast=args.fail_fast,
             )
             async for outcome in outcomes:
-                output.write(json.dumps(outcome_json(outcome), default=str) + "\n")
-                output.flush()
-                label = outcome.status.value if outcome.status else "error"
-                counts["error" if outcome.exception else label] += 1
-                done = sum(counts.values())
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                summary = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
-                progress.update(task, advance=1, counts=f"{summary}  {rate:.1f}/s")
+                record(outcome)
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
     return 0 if not counts else 1
@@ -218,7 +350,7 @@ async def wait(args: Any) -> int:
         args.token, key_file=args.api_key_file, base_url=args.base_url
     )
     async with _client(provider, args) as client:
-        outcome = await client.wait(execution, timeout=_timeout(args))
+        outcome = await _wait_or_report(client, execution, _timeout(args))
     _print_json(outcome_json(outcome))
     return 0 if outcome.ok else 1
 
@@ -237,7 +369,7 @@ async def demo(args: Any) -> int:
     from .testing import Emulator, Fault, Scenario
 
     rich = _rich()
-    console = rich.console.Console()
+    console = _console()  # progress and the summary: stderr, as for every command
     count, concurrency = args.count, args.concurrency
     async with Emulator(seed=args.seed) as emulator:
         emulator.scenario(
@@ -296,3 +428,33 @@ async def demo(args: Any) -> int:
         table.add_row("wall time", f"{wall:.2f} s")
         console.print(table)
         return 0 if not statuses else 1
+
+
+async def emulator(args: Any) -> int:
+    from .testing import Emulator, serve
+    from .testing._scenario_file import load_scenarios
+
+    scenarios = load_scenarios(args.scenarios) if args.scenarios else {}
+    banner = sys.stdout if args.banner_to_stdout else sys.stderr
+
+    def ready(emu: Emulator) -> None:
+        print(emu.base_url, flush=True)  # the data: where to point a client
+        print(emu.describe(), file=banner, flush=True)
+        if scenarios:
+            names = ", ".join(sorted(scenarios))
+            print(f"scenarios from {args.scenarios}: {names}", file=banner, flush=True)
+
+    try:
+        await serve(
+            args.host,
+            args.port,
+            seed=args.seed,
+            on_ready=ready,
+            scenarios=scenarios,
+            awaitstep_trigger_reply=args.awaitstep_trigger_reply,
+            runs_api_rate_limit=args.runs_api_rate_limit,
+        )
+    except OSError as exc:  # the port is taken, the address is not this machine's...
+        reason = exc.strerror or str(exc)
+        raise InvalidInputError(f"cannot serve on {args.host}:{args.port}: {reason}") from exc
+    return 0

@@ -8,12 +8,13 @@ never land in shell history or ``ps`` output. A token names its platform, so
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidInputError
 from .models import Execution
 from .providers import AwaitStep, AwaitStepFunction, Codika, Pinkfish, Provider, RunsApi
+from .providers._env import ENVIRONMENT
 
 __all__ = ["ENVIRONMENT_HELP", "PLATFORMS", "provider_for", "provider_for_token"]
 
@@ -26,102 +27,56 @@ PLATFORMS = {
     "pinkfish": "pinkfish",
 }
 
-ENVIRONMENT_HELP = """\
-credentials and settings (environment variables):
-  codika              CODIKA_API_KEY (or CODIKA_ORG_KEY), CODIKA_PROCESS_INSTANCE_ID,
-                      CODIKA_BASE_URL, CODIKA_SIGNING_SECRET
-  runs-api            RUNS_API_KEY, RUNS_API_BASE_URL, RUNS_API_CONNECTION_ID
-  awaitstep           AWAITSTEP_API_KEY, AWAITSTEP_CONNECTION_ID, AWAITSTEP_BASE_URL
-  awaitstep-function  AWAITSTEP_FUNCTION_URL
-  pinkfish            PINKFISH_API_KEY, PINKFISH_BASE_URL, PINKFISH_WAIT (async|sync)
-  --api-key-file F    reads the platform's key from a file instead
-"""
+
+def _environment_help() -> str:
+    names = {kind: name for name, kind in PLATFORMS.items()}
+    lines = ["credentials and settings (environment variables, read by Provider.from_env()):"]
+    for kind, variables in ENVIRONMENT.items():
+        for index, (variable, what) in enumerate(variables):
+            label = names[kind] if index == 0 else ""
+            lines.append(f"  {label:<19} {variable:<27} {what}")
+    lines.append("  --api-key-file F    reads the platform's key from a file instead")
+    lines.append("  --base-url URL      overrides the platform's URL variable")
+    return "\n".join(lines) + "\n"
 
 
-class _Settings:
-    def __init__(self, env: Mapping[str, str], key_file: str | None, base_url: str | None) -> None:
-        self.env = env
-        self.key_file = key_file
-        self.base_url = base_url
-
-    def get(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return value if value else None
-
-    def need(self, name: str, what: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise InvalidInputError(f"{what} is missing: set the {name} environment variable")
-        return value
-
-    def key(self, name: str, what: str, *, optional: bool = False) -> str | None:
-        if self.key_file is not None:
-            try:
-                with open(self.key_file, encoding="utf-8") as file:
-                    return file.read().strip()
-            except OSError as exc:
-                raise InvalidInputError(
-                    f"cannot read --api-key-file {self.key_file!r}: {exc.strerror}"
-                ) from exc
-        return self.get(name) if optional else self.need(name, what)
-
-    def url(self, name: str) -> dict[str, Any]:
-        """``base_url=`` for the provider when one is set, else nothing (its default)."""
-        value = self.base_url or self.get(name)
-        return {"base_url": value} if value else {}
+ENVIRONMENT_HELP = _environment_help()
 
 
-def _codika(s: _Settings, extras: Mapping[str, str]) -> Provider:
-    instance = s.get("CODIKA_PROCESS_INSTANCE_ID") or extras.get("process_instance_id")
-    if instance is None:
-        raise InvalidInputError(
-            "the Codika process instance id is missing: set CODIKA_PROCESS_INSTANCE_ID"
-        )
-    org_key = s.get("CODIKA_ORG_KEY")
-    api_key = s.key("CODIKA_API_KEY", "the Codika instance key", optional=org_key is not None)
-    return Codika(
-        instance,
-        api_key=api_key,
-        org_key=org_key if api_key is None else None,
-        signing_secret=s.get("CODIKA_SIGNING_SECRET"),
-        **s.url("CODIKA_BASE_URL"),
-    )
-
-
-def _runs_api(s: _Settings, extras: Mapping[str, str]) -> Provider:
-    base = s.base_url or s.need("RUNS_API_BASE_URL", "the Runs API base URL")
-    key = s.key("RUNS_API_KEY", "the Runs API key") or ""
-    return RunsApi(base, key, connection_id=s.get("RUNS_API_CONNECTION_ID"))
-
-
-def _awaitstep(s: _Settings, extras: Mapping[str, str]) -> Provider:
-    key = s.key("AWAITSTEP_API_KEY", "the AwaitStep API key") or ""
-    connection = s.get("AWAITSTEP_CONNECTION_ID") or extras.get("connection_id")
-    if connection is None:
-        raise InvalidInputError(
-            "the AwaitStep connection id is missing: set AWAITSTEP_CONNECTION_ID"
-        )
-    return AwaitStep(key, connection, **s.url("AWAITSTEP_BASE_URL"))
-
-
-def _awaitstep_function(s: _Settings, extras: Mapping[str, str]) -> Provider:
-    url = s.base_url or s.need("AWAITSTEP_FUNCTION_URL", "the function's URL")
-    return AwaitStepFunction(url)
-
-
-def _pinkfish(s: _Settings, extras: Mapping[str, str]) -> Provider:
-    key = s.key("PINKFISH_API_KEY", "the Pinkfish API key") or ""
-    wait: Any = s.get("PINKFISH_WAIT") or "async"
-    return Pinkfish(key, wait=wait, **s.url("PINKFISH_BASE_URL"))
-
-
-_BUILDERS: dict[str, Callable[[_Settings, Mapping[str, str]], Provider]] = {
-    "codika": _codika,
-    "runs_api": _runs_api,
-    "awaitstep": _awaitstep,
-    "awaitstep_function": _awaitstep_function,
-    "pinkfish": _pinkfish,
+#: provider kind -> the variables its key and its base URL come from (the flags override them)
+_KEY = {
+    "codika": "CODIKA_API_KEY",
+    "runs_api": "RUNS_API_KEY",
+    "awaitstep": "AWAITSTEP_API_KEY",
+    "pinkfish": "PINKFISH_API_KEY",
 }
+_URL = {
+    "codika": "CODIKA_BASE_URL",
+    "runs_api": "RUNS_API_BASE_URL",
+    "awaitstep": "AWAITSTEP_BASE_URL",
+    "awaitstep_function": "AWAITSTEP_FUNCTION_URL",
+    "pinkfish": "PINKFISH_BASE_URL",
+}
+#: provider kind -> (variable, the token's extra that stands in for it)
+_FROM_TOKEN = {
+    "codika": ("CODIKA_PROCESS_INSTANCE_ID", "process_instance_id"),
+    "awaitstep": ("AWAITSTEP_CONNECTION_ID", "connection_id"),
+}
+_CLASSES: dict[str, type[Any]] = {
+    "codika": Codika,
+    "runs_api": RunsApi,
+    "awaitstep": AwaitStep,
+    "awaitstep_function": AwaitStepFunction,
+    "pinkfish": Pinkfish,
+}
+
+
+def _read_key(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read --api-key-file {path!r}: {exc.strerror}") from exc
 
 
 def provider_for(
@@ -134,11 +89,21 @@ def provider_for(
 ) -> Provider:
     """The provider for a CLI platform name (``codika``, ``runs-api``...)."""
     kind = PLATFORMS.get(platform, platform)
-    if kind not in _BUILDERS:
+    if kind not in _CLASSES:
         names = ", ".join(PLATFORMS)
         raise InvalidInputError(f"unknown platform {platform!r}: use one of {names}")
-    settings = _Settings(os.environ if env is None else env, key_file, base_url)
-    return _BUILDERS[kind](settings, extras or {})
+    # The flags and the token override or fill in variables; from_env does the rest.
+    merged = dict(os.environ if env is None else env)
+    if key_file is not None and kind in _KEY:
+        merged[_KEY[kind]] = _read_key(key_file)
+    if base_url:
+        merged[_URL[kind]] = base_url
+    if kind in _FROM_TOKEN:
+        name, extra = _FROM_TOKEN[kind]
+        if not merged.get(name) and (extras or {}).get(extra):
+            merged[name] = (extras or {})[extra]
+    provider: Provider = _CLASSES[kind].from_env(merged)
+    return provider
 
 
 def provider_for_token(

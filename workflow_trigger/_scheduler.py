@@ -53,7 +53,7 @@ from ._transport import DeadlineReached, Origin, Transport
 from .errors import ProtocolError, TransportError, WorkflowTriggerError
 from .events import Event, FailureEvent, OutcomeEvent, StartEvent
 from .models import Execution, Outcome, Snapshot, Status
-from .policies import PollPolicy, parse_retry_after
+from .policies import PollPolicy, RetryPolicy
 from .providers.base import Control, Provider, Request, TriggerContext, TriggerOptions
 
 __all__ = ["Job", "JobOptions", "Owner", "Scheduler"]
@@ -229,19 +229,19 @@ class Scheduler:
         provider: Provider,
         transport: Transport,
         policy: PollPolicy,
+        retry: RetryPolicy,
         converter: cattrs.Converter,
         rng: random.Random,
         workers: int,
-        max_hint: float,
         emit: Callable[[Event], None] | None,
     ) -> None:
         self.provider = provider
         self.transport = transport
         self.policy = policy
+        self.retry = retry
         self.converter = converter
         self.rng = rng
         self.max_workers = workers
-        self.max_hint = max_hint
         self.emit = emit
         self.trigger_cap = max(1, workers // 2)
         self._triggers: deque[Job] = deque()
@@ -307,7 +307,7 @@ class Scheduler:
             policy=self.policy,
             rng=self.rng,
             deadline=job.deadline,
-            max_hint=self.max_hint,
+            max_hint=self.retry.max_retry_after,
             first=first,
         )
         self._schedule(job)
@@ -544,8 +544,8 @@ class Scheduler:
         request = request or self.provider.status_request(execution)
         response = await self.transport.send(request, deadline=_finite(deadline), origin=origin)
         snapshot = self.provider.parse_status(execution, response, now_utc())
-        hint = parse_retry_after(response.header("retry-after"))
-        if hint is not None and not snapshot.status.is_terminal:
+        hint = self.retry.poll_hint(response.header("retry-after"), snapshot.retry_after)
+        if hint != snapshot.retry_after and not snapshot.status.is_terminal:
             snapshot = attrs.evolve(snapshot, retry_after=hint)
         return snapshot
 

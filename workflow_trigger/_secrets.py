@@ -2,13 +2,17 @@
 
 A ``Secret`` prints as ``Secret('***')`` in every repr, str and f-string; the
 value comes out only through ``reveal()``, which only request builders call.
-URLs that go into a log line or an exception pass through ``redact_url``.
+URLs that go into a log line or an exception pass through ``redact_url``; text
+and documents a server sent pass through a ``Redactor``, which also masks a
+secret the server echoed back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -55,3 +59,95 @@ def redact_url(url: str, secrets: Iterable[Secret] = (), query_keys: Iterable[st
             ]
             url = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
     return url
+
+
+#: the longest excerpt of server-sent text an exception message quotes
+EXCERPT = 120
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was, for a message."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+class Redactor:
+    """Masks a client's secrets in any text or JSON document a server sent.
+
+    A server may echo the request (its URL, its headers) into an error message, a
+    step name or a result. Every string the SDK keeps from an answer goes through
+    ``document`` (a parsed body) or ``text`` (a header, a plain-text body), which
+    replace each secret as sent (raw, percent-encoded, form-encoded) and the value
+    of every secret query parameter (``api_key=...``) with ``***``.
+    """
+
+    __slots__ = ("_needles", "_query", "_values")
+
+    def __init__(self, secrets: Iterable[Secret] = (), query_keys: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            value = secret.reveal()
+            if value:
+                forms.update((value, quote(value, safe=""), quote_plus(value)))
+        # longest first, so that a value containing another is masked whole
+        self._values = tuple(sorted(forms, key=len, reverse=True))
+        self._needles = tuple(v.encode("utf-8", "surrogatepass") for v in self._values)
+        keys = "|".join(re.escape(k) for k in query_keys)
+        self._query = re.compile(rf"(?i)\b({keys})=[^&\s#\"'<>]+") if keys else None
+
+    def text(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        if self._query is not None and "=" in text:
+            text = self._query.sub(rf"\1={REDACTED}", text)
+        return text
+
+    def _may_hold_secret(self, body: bytes) -> bool:
+        if b"\\u" in body or b"\\/" in body:  # JSON escapes could spell a secret
+            return True
+        if any(needle in body for needle in self._needles):
+            return True
+        return self._query is not None and self._query.search(body.decode("latin-1")) is not None
+
+    def document(self, doc: Any, body: bytes) -> Any:
+        """``doc`` (parsed from ``body``) with every string, keys included, masked.
+
+        The walk is skipped when ``body`` cannot hold a secret, the usual case.
+        """
+        if not (self._values or self._query) or not self._may_hold_secret(body):
+            return doc
+        return _map_strings(doc, self.text)
+
+
+def _map_strings(doc: Any, fn: Callable[[str], str]) -> Any:
+    """``doc`` with ``fn`` applied to every string (keys too); iterative, so any depth."""
+    if isinstance(doc, str):
+        return fn(doc)
+    if not isinstance(doc, (dict, list)):
+        return doc
+    root: list[Any] = [doc]
+    # (source container, its copy, index into the parent copy) — built top-down
+    todo: list[tuple[Any, list[Any] | dict[str, Any]]] = []
+
+    def copy_of(value: Any) -> Any:
+        if isinstance(value, dict):
+            new: dict[str, Any] = {}
+            todo.append((value, new))
+            return new
+        if isinstance(value, list):
+            new_list: list[Any] = []
+            todo.append((value, new_list))
+            return new_list
+        return fn(value) if isinstance(value, str) else value
+
+    root[0] = copy_of(doc)
+    while todo:
+        source, target = todo.pop()
+        if isinstance(target, dict):
+            for key, value in source.items():
+                target[fn(key) if isinstance(key, str) else key] = copy_of(value)
+        else:
+            target.extend(copy_of(value) for value in source)
+    return root[0]

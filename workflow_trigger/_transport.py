@@ -6,6 +6,11 @@ transport knows nothing of workflows: it sends a ``Request``, retries it under
 the ``RetryPolicy`` where that is safe, and hands back a ``Response`` (error
 statuses included: the provider decides what they mean).
 
+Every byte of a body counts against the cap, decoded bytes included: see
+``_bodies``. A server's wait hint (``Retry-After``, a spent rate-limit window)
+is honoured up to ``RetryPolicy.max_retry_after``; a longer one ends the
+request at once (``RateLimitError`` / ``ServerError`` carrying the hint).
+
 When a retry is safe:
 - the connection failed before the request was written (refused, DNS,
   connect timeout): always, even for a trigger;
@@ -34,7 +39,9 @@ import anyio
 import attrs
 import yarl
 
-from .errors import InvalidInputError, ProtocolError, TransportError
+from ._bodies import ACCEPT_ENCODING, UndecodableBody, decoder_for
+from ._secrets import excerpt
+from .errors import InvalidInputError, ProtocolError, RateLimitError, ServerError, TransportError
 from .events import Event, RateLimitEvent, RequestEvent, RetryEvent
 from .policies import RetryPolicy, parse_retry_after
 from .providers.base import Provider, Request, Response
@@ -204,6 +211,8 @@ class Transport:
                 if not retryable:
                     return response
                 retry_after = parse_retry_after(response.header("retry-after"))
+                if retry_after is not None and retry_after > self.retry.max_retry_after:
+                    raise self._wait_too_long(request, response.status, retry_after, "Retry-After")
             if failure is not None and deadline is not None and self._past(deadline):
                 raise DeadlineReached  # the try was cut short by the deadline
             if not retryable or attempt == attempts - 1:
@@ -254,6 +263,20 @@ class Transport:
             )
             self._report(event, origin)
 
+    def _wait_too_long(
+        self, request: Request, status: int | None, seconds: float, what: str
+    ) -> RateLimitError | ServerError:
+        said = f"answered HTTP {status}" if status is not None else "was held back"
+        message = (
+            f"{request.method} {_shown(request)} {said}: the platform asks to wait "
+            f"{seconds:,.0f} s ({what}), over RetryPolicy.max_retry_after="
+            f"{self.retry.max_retry_after:g} s, so it was not retried. Try again later, or "
+            "raise max_retry_after if such waits are expected"
+        )
+        if status is not None and status >= 500:
+            return ServerError(message, status_code=status)
+        return RateLimitError(message, status_code=status, retry_after=seconds)
+
     @staticmethod
     def _past(deadline: float) -> bool:
         return anyio.current_time() >= deadline
@@ -271,6 +294,8 @@ class Transport:
         hold = self.hold_until.get(request.kind, 0.0)
         now = anyio.current_time()
         if hold > now:
+            if hold - now > self.retry.max_retry_after:
+                raise self._wait_too_long(request, None, hold - now, "X-RateLimit-Reset")
             if deadline is not None and hold >= deadline:
                 raise DeadlineReached  # the platform's window opens too late
             self._waited(request, hold - now, origin)
@@ -298,7 +323,8 @@ class Transport:
             loopback = False
         if not loopback:
             raise InvalidInputError(
-                f"refusing to send credentials over plain http:// to {host!r}: use https://, "
+                f"refusing to send credentials over plain http:// to {excerpt(host, 80)!r}: "
+                "use https://, "
                 "or pass allow_insecure_http=True to the client if this network is trusted"
             )
         self._checked_hosts.add(authority)
@@ -373,11 +399,13 @@ class Transport:
             async with self.session.request(
                 request.method,
                 yarl.URL(request.url, encoded=True),
-                headers=request.headers,
+                headers={"Accept-Encoding": ACCEPT_ENCODING, **request.headers},
                 data=_payload(request.body),
                 allow_redirects=False,
                 timeout=self._timeout_for(request, deadline),
                 ssl=self.options.ssl,
+                # the body is decoded here, counted against the cap (see _bodies)
+                auto_decompress=False,
             ) as resp:
                 if to is not None and 200 <= resp.status < 300:
                     body = b""
@@ -406,7 +434,7 @@ class Transport:
             self.hold_until[request.kind] = max(self.hold_until.get(request.kind, 0.0), until)
         if 300 <= status < 400:
             raise ProtocolError(
-                f"{request.method} {request.redacted_url} answered a redirect (HTTP {status}); "
+                f"{request.method} {_shown(request)} answered a redirect (HTTP {status}); "
                 "redirects are not followed so credentials never reach another host: "
                 "set base_url to the final address"
             )
@@ -445,29 +473,41 @@ class Transport:
         cap: int,
         sink: Callable[[bytes], Awaitable[object]] | None = None,
     ) -> bytes:
-        """The body, read no further than ``cap`` bytes (or handed chunk by chunk to ``sink``)."""
+        """The body, decoded, read no further than ``cap`` bytes (or handed piece by
+        piece to ``sink``); its wire bytes and its decoded bytes both count."""
         length = resp.content_length
         if length is not None and length > cap:
             raise self._too_large(request, length, cap)
-        if length is not None and sink is None:
-            return await resp.read()  # the length is known and within the cap
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise self._too_large(request, size, cap)
-            if sink is not None:
-                await sink(chunk)
-            else:
-                chunks.append(chunk)
+        try:
+            decoder = decoder_for(resp.headers.get("Content-Encoding"))
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                for piece in decoder.feed(chunk):
+                    size += len(piece)
+                    if size > cap:
+                        raise self._too_large(request, size, cap, decoded=True)
+                    if sink is not None:
+                        await sink(piece)
+                    else:
+                        chunks.append(piece)
+            for _ in decoder.end():
+                pass  # pragma: no cover - decoders hold nothing back
+        except UndecodableBody as exc:
+            raise ProtocolError(
+                f"{request.method} {_shown(request)} answered a body that cannot be read: "
+                f"{exc}; check base_url (a proxy in front of the platform?)"
+            ) from None
         return b"".join(chunks)
 
-    def _too_large(self, request: Request, size: int, cap: int) -> ProtocolError:
+    def _too_large(
+        self, request: Request, size: int, cap: int, *, decoded: bool = False
+    ) -> ProtocolError:
+        what = " once decompressed" if decoded else ""
         return ProtocolError(
-            f"{request.method} {request.redacted_url} answered a body of at least {size:,} "
-            f"bytes, over the cap of {cap:,}; raise max_body= (max_bytes= for downloads) "
-            "if this is expected"
+            f"{request.method} {_shown(request)} answered a body of at least {size:,} "
+            f"bytes{what}, over the cap of {cap:,}; raise max_body= (max_bytes= for "
+            "downloads) if this is expected"
         )
 
     def _error(self, request: Request, exc: BaseException | None) -> TransportError:
@@ -480,5 +520,10 @@ class Transport:
         else:
             what = f"failed ({type(exc).__name__})"
         return TransportError(
-            f"{request.method} {request.redacted_url} {what}; check the network and base_url"
+            f"{request.method} {_shown(request)} {what}; check the network and base_url"
         )
+
+
+def _shown(request: Request) -> str:
+    """The request's redacted URL, cut short for a message (an id may be huge)."""
+    return excerpt(request.redacted_url, 200)

@@ -29,7 +29,7 @@ import aiohttp
 import anyio
 import anyio.abc
 
-from ._results import make_converter
+from ._results import check_result_type, make_converter
 from ._scheduler import Job, JobOptions, Scheduler
 from ._transport import DeadlineReached, RateLimiter, Transport, TransportOptions, held
 from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
@@ -105,6 +105,7 @@ class AsyncClient:
         self._owns_session = session is None
         self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
+        self._converter = opts.converter or make_converter()
         self._slots = anyio.CapacityLimiter(opts.max_concurrency)
         self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -143,10 +144,10 @@ class AsyncClient:
             provider=self.provider,
             transport=transport,
             policy=self.poll_policy,
-            converter=opts.converter or make_converter(),
+            retry=opts.retry,
+            converter=self._converter,
             rng=rng,
             workers=opts.max_connections,
-            max_hint=math.inf,
             emit=transport.emit,
         )
         self._tasks = anyio.create_task_group()
@@ -232,6 +233,7 @@ class AsyncClient:
         """A call's options, checked before anything is sent."""
         if on_snapshot is not None and not callable(on_snapshot):
             raise InvalidInputError("on_snapshot must be a function of a Snapshot, or None")
+        check_result_type(self._converter, result_type)
         if cancel_remote_on_exit and "cancel" not in self.provider.controls:
             raise UnsupportedOperation(
                 f"cancel_remote_on_exit=True needs a remote cancel, which {self.provider.kind} "

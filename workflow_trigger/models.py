@@ -33,10 +33,11 @@ T = TypeVar("T")
 _TOKEN_PREFIX = "wt1."
 
 
-class Status(enum.Enum):
+class Status(str, enum.Enum):
     """Where an execution stands, the same for every platform.
 
-    The platform's own word is kept beside it (``raw_status``).
+    The platform's own word is kept beside it (``raw_status``). A ``str`` enum:
+    ``Status.SUCCEEDED == "succeeded"``, and ``str()`` / f-strings give the value.
     """
 
     PENDING = "pending"
@@ -46,6 +47,9 @@ class Status(enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return str(self.value)
 
     @property
     def is_terminal(self) -> bool:

@@ -48,8 +48,11 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> N
 
 
 def _fraction(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InvalidInputError(f"{attribute.name} must be between 0 and 1, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise InvalidInputError(
+            f"{attribute.name} is a fraction of each gap (0.1 spreads it by +/- 10%): it must "
+            f"be a number between 0 and 1, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -71,8 +74,21 @@ class PollPolicy:
 
     @multiplier.validator
     def _check_multiplier(self, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 1 <= value < math.inf
+        ):
             raise InvalidInputError(f"multiplier must be a number >= 1, got {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_interval < self.interval:
+            raise InvalidInputError(
+                f"max_interval ({self.max_interval:g} s) is below interval "
+                f"({self.interval:g} s), so every gap would be cut to it: pass "
+                f"max_interval >= interval, e.g. PollPolicy(interval={self.interval:g}, "
+                f"max_interval={max(self.interval, 30.0):g})"
+            )
 
     def delay(self, poll: int, rng: random.Random) -> float:
         """Seconds to wait before poll number ``poll`` (0 is the first)."""
@@ -88,12 +104,16 @@ class RetryPolicy:
 
     Backoff is exponential with full jitter (a uniform draw between 0 and
     ``backoff * 2**retry``, capped at ``max_backoff``); a server's
-    ``Retry-After`` raises the wait to at least what it asks.
+    ``Retry-After`` raises the wait to at least what it asks, up to
+    ``max_retry_after`` seconds: a server asking for longer ends the request at
+    once (``RateLimitError`` with its ``retry_after``), and a poll hint (a
+    ``Retry-After`` on a status answer, a spent rate-limit window) is cut to it.
     """
 
     attempts: int = attrs.field(default=4)
     backoff: float = attrs.field(default=0.5, validator=_positive)
     max_backoff: float = attrs.field(default=20.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=120.0, validator=_positive)
 
     @attempts.validator
     def _check_attempts(self, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -102,6 +122,15 @@ class RetryPolicy:
                 f"attempts counts every try, the first included: it must be an int >= 1, "
                 f"got {value!r}"
             )
+
+    def poll_hint(self, header: str | None, reported: float | None) -> float | None:
+        """Seconds until the next poll as the server hints it: ``header`` (a status
+        answer's ``Retry-After``) else ``reported`` (the provider's reading of the
+        answer), never more than ``max_retry_after``; None without a hint."""
+        hint = parse_retry_after(header)
+        if hint is None:
+            hint = reported
+        return None if hint is None else min(hint, self.max_retry_after)
 
     def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0 is the first retry)."""

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,9 +25,8 @@ import aiohttp
 import anyio
 import attrs
 import pytest
-import uvicorn
+from _uvicorn import TrackedApp, serve
 from multidict import CIMultiDictProxy
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 import workflow_trigger as wt
 from workflow_trigger.testing import Emulator, Fault, Scenario
@@ -63,40 +61,6 @@ fastapi_app = load_example("fastapi_app")
 # -- the FastAPI app under uvicorn ---------------------------------------------------------
 
 
-class TrackedApp:
-    """The app, plus which requests it has finished handling: an event to wait on."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.finished: list[str] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            if scope["type"] == "http":
-                self.finished.append(scope["path"])
-                self._changed.set()
-                self._changed = anyio.Event()
-
-    async def wait_finished(self, path: str) -> None:
-        while path not in self.finished:
-            await self._changed.wait()
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server, with an event for "listening" instead of polling ``started``."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = anyio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
-
-
 @attrs.frozen
 class Served:
     url: str
@@ -116,28 +80,8 @@ async def served(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     for name, value in example_env(emulator).items():
         monkeypatch.setenv(name, value)
     app = TrackedApp(fastapi_app.create_app())
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        interface="asgi3",
-        lifespan="on",
-        ws="none",
-        log_config=None,  # leave the test process's logging alone
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = Server(config)
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
-        with anyio.fail_after(10):
-            await server.listening.wait()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            async with aiohttp.ClientSession() as http:
-                yield Served(f"http://127.0.0.1:{port}", app, http)
-        finally:
-            server.should_exit = True
+    async with serve(app) as url, aiohttp.ClientSession() as http:
+        yield Served(url, app, http)
 
 
 async def test_trigger_then_status_then_result_by_token(served: Served, emulator: Emulator) -> None:

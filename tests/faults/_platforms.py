@@ -217,3 +217,15 @@ def variant(request: pytest.FixtureRequest, emulator: Emulator) -> Platform:
     """Each platform in each of its ways of holding a credential."""
     found: Platform = request.param
     return found
+
+
+async def send_trigger(
+    client: wt.AsyncClient, platform: Platform, workflow_id: Any, payload: Any = None, **kw: Any
+) -> wt.Execution:
+    """The platform's trigger request: ``trigger()``, or ``run()`` for a function, whose
+    trigger is its run (its ``trigger()`` is refused before anything is sent)."""
+    if platform.polls:
+        return await client.trigger(workflow_id, payload, **kw)
+    execution = (await client.run(workflow_id, payload, **kw)).execution
+    assert execution is not None
+    return execution

@@ -6,11 +6,14 @@ wrongly shaped 200, a body over any cap, a redirect to another host, or it
 forwards the request (so the platform acts on it) and then loses or replaces
 the answer. ``Blackhole`` is a listening socket whose accept queue is full, so
 a connection to it never completes (a connect timeout, on loopback).
+``RawServer`` answers every request with the same bytes, byte for byte: header
+values that are not UTF-8, which no aiohttp.web response can carry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import ssl
 from collections.abc import Mapping
@@ -18,11 +21,12 @@ from typing import Any, Literal
 
 import aiohttp
 import anyio
+import anyio.abc
 import attrs
 import yarl
 from aiohttp import web
 
-__all__ = ["Blackhole", "FaultProxy", "Seen", "Tamper", "operation_of"]
+__all__ = ["Blackhole", "FaultProxy", "RawServer", "Seen", "Tamper", "operation_of"]
 
 Action = Literal[
     "html",  # answer ``status`` with an HTML error page; nothing reaches the emulator
@@ -34,6 +38,10 @@ Action = Literal[
     "replace",  # forward, then answer ``status`` instead of the emulator's answer
     "cut",  # forward, then send the emulator's headers and half its body, then close
     "reset",  # forward, then close the connection without an answer
+    "raw",  # answer ``status`` with ``body`` (bytes, as they are) and ``headers``
+    "gzip",  # forward, then answer the emulator's body gzip-compressed (Content-Encoding)
+    "headers",  # forward, then answer the emulator's answer with ``headers`` added
+    "reroute",  # forward with ``old`` replaced by ``new`` in the path: another run's answer
 ]
 On = Literal["trigger", "poll", "result", "any"]
 
@@ -72,6 +80,9 @@ class Tamper:
     declared: bool = False
     location: str = ""
     headers: dict[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+    old: str = ""
+    new: str = ""
 
 
 @attrs.frozen
@@ -162,7 +173,19 @@ class FaultProxy:
         if action == "redirect":
             location = tamper.location.rstrip("/") + request.raw_path
             return web.Response(status=tamper.status, headers={"Location": location})
+        if action == "raw":
+            headers = {"Content-Type": "application/json", **tamper.headers}
+            return web.Response(status=tamper.status, headers=headers, body=tamper.body)
+        if action == "reroute":
+            path = request.raw_path.replace(tamper.old, tamper.new)
+            status, headers, body = await self._forward(request, path)
+            return web.Response(status=status, headers=headers, body=body)
         status, headers, body = await self._forward(request)
+        if action == "gzip":
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(status=status, headers=headers, body=gzip.compress(body))
+        if action == "headers":
+            return web.Response(status=status, headers={**headers, **tamper.headers}, body=body)
         if action == "replace":
             return web.json_response({"error": "upstream failed"}, status=tamper.status)
         if action == "cut":
@@ -172,12 +195,14 @@ class FaultProxy:
             await response.write(body[: len(body) // 2])
         return self._abort(request)
 
-    async def _forward(self, request: web.Request) -> tuple[int, dict[str, str], bytes]:
+    async def _forward(
+        self, request: web.Request, path: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
             request.method,
-            yarl.URL(self.target + request.raw_path, encoded=True),
+            yarl.URL(self.target + (path or request.raw_path), encoded=True),
             headers=headers,
             data=await request.read(),
             allow_redirects=False,
@@ -233,3 +258,45 @@ class Blackhole:
     def close(self) -> None:
         for sock in (*self._fillers, self._listener):
             sock.close()
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server that answers every request with ``answer``, as bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests = 0
+        self.url = ""
+        self._listener: Any = None
+        self._group: Any = None
+
+    async def __aenter__(self) -> RawServer:
+        self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.url = f"http://127.0.0.1:{port}"
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._listener.serve, self._answer)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._group.cancel_scope.cancel()
+        await self._group.__aexit__(None, None, None)
+        await self._listener.aclose()
+
+    async def _answer(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive()
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = head.partition(b"\r\n\r\n")[2]
+                while len(body) < length:
+                    body += await stream.receive()
+                self.requests += 1
+                await stream.send(self.answer)

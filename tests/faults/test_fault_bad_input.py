@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _platforms import AWAITSTEP, PINKFISH, PLATFORMS, Platform
+from _platforms import AWAITSTEP, PINKFISH, PLATFORMS, Platform, send_trigger
 from _servers import FaultProxy
 
 import workflow_trigger as wt
@@ -83,7 +83,7 @@ async def test_ids_that_would_walk_the_url_are_refused_or_stay_one_segment(
 ) -> None:
     async with make_client(any_platform.provider(emulator)) as client:
         try:
-            await client.trigger(workflow_id, {})
+            await send_trigger(client, any_platform, workflow_id, {})
         except wt.InvalidInputError as exc:
             refused_locally(exc)
             assert emulator.requests == 0
@@ -479,13 +479,19 @@ async def test_options_a_platform_lacks_are_refused_not_ignored(
     async with make_client(any_platform.provider(emulator)) as client:
         if not any_platform.idempotent:
             with pytest.raises(wt.InvalidInputError, match="idempotency"):
-                await client.trigger(any_platform.workflow, idempotency_key="k1")
+                await send_trigger(
+                    client, any_platform, any_platform.workflow, idempotency_key="k1"
+                )
         else:
             with pytest.raises(wt.InvalidInputError, match="idempotency_key"):
-                await client.trigger(any_platform.workflow, idempotency_key="  ")
+                await send_trigger(
+                    client, any_platform, any_platform.workflow, idempotency_key="  "
+                )
         if any_platform.kind in ("codika", "pinkfish", "awaitstep_function"):
             with pytest.raises(wt.InvalidInputError, match="connection"):
-                await client.trigger(any_platform.workflow, connection_id="conn_1")
+                await send_trigger(
+                    client, any_platform, any_platform.workflow, connection_id="conn_1"
+                )
     assert emulator.requests == 0
 
 

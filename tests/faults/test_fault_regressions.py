@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _platforms import AWAITSTEP, Platform
+from _platforms import AWAITSTEP, Platform, send_trigger
 from _servers import FaultProxy
 
 import workflow_trigger as wt
@@ -90,7 +90,7 @@ async def test_a_payload_nested_too_deep_is_refused_before_sending(
         payload = [payload]
     async with make_client(any_platform.provider(emulator)) as client:
         with pytest.raises(wt.InvalidInputError):
-            await client.trigger(any_platform.workflow, payload)
+            await send_trigger(client, any_platform, any_platform.workflow, payload)
     assert emulator.requests == 0
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 import pytest
-from _platforms import PINKFISH, Platform
+from _platforms import PINKFISH, Platform, send_trigger
 from _servers import Blackhole, FaultProxy
 
 import workflow_trigger as wt
@@ -156,13 +156,13 @@ async def test_nothing_the_sdk_shows_holds_a_secret(
 
         # the platform refuses the credential: on a poll, then on a trigger
         if variant.polls:
-            ex = await client.trigger(wf)
+            ex = await send_trigger(client, variant, wf)
             undo = _rotate_key(emulator, variant)
             try:  # (signed Codika polls with the key, which still passes)
                 await client.wait(ex, timeout=2)
             except wt.WorkflowTriggerError as exc:
                 seen.exception(exc)
-            await seen.expect(wt.AuthenticationError, client.trigger(wf))
+            await seen.expect(wt.AuthenticationError, send_trigger(client, variant, wf))
             undo()
         else:
             proxied = variant.provider(emulator, proxy.url)
@@ -181,7 +181,7 @@ async def test_nothing_the_sdk_shows_holds_a_secret(
         # a deadline, an unknown execution
         if variant.polls:
             emulator.scenario("long", Scenario(duration=60))
-            long_ex = await client.trigger("long")
+            long_ex = await send_trigger(client, variant, "long")
             await seen.expect(wt.PollTimeout, client.wait(long_ex, timeout=0.1))
             forged = variant.execution(emulator, "1234567")
             await seen.expect(wt.NotFoundError, client.wait(forged))
@@ -194,25 +194,27 @@ async def test_nothing_the_sdk_shows_holds_a_secret(
         proxy.add("huge", on="trigger", size=4 * 65536)
         if variant.polls:
             emulator.scenario(wf, Scenario(duration=60))
-            await seen.expect(wt.ProtocolError, client.trigger(wf))
-            await seen.expect(wt.ProtocolError, client.trigger(wf))
-            await seen.expect(wt.ProtocolError, client.trigger(wf))
-            ex = await client.trigger(wf)
+            await seen.expect(wt.ProtocolError, send_trigger(client, variant, wf))
+            await seen.expect(wt.ProtocolError, send_trigger(client, variant, wf))
+            await seen.expect(wt.ProtocolError, send_trigger(client, variant, wf))
+            ex = await send_trigger(client, variant, wf)
             proxy.add("empty", on="poll")
             proxy.add("json", on="poll", document=[1, 2])
             proxy.add("redirect", on="poll", status=302, location=second_emulator.base_url)
             for _ in range(3):
                 await seen.expect(wt.ProtocolError, client.status(ex))
         else:
-            await client.trigger(wf)  # a function's reply may be any text: the page is a result
-            await seen.expect(wt.ProtocolError, client.trigger(wf))
-            await seen.expect(wt.ProtocolError, client.trigger(wf))
+            await send_trigger(
+                client, variant, wf
+            )  # a function's reply may be any text: the page is a result
+            await seen.expect(wt.ProtocolError, send_trigger(client, variant, wf))
+            await seen.expect(wt.ProtocolError, send_trigger(client, variant, wf))
     async with make_client(
         variant.provider(emulator, emulator.refused_url), on_event=seen.event
     ) as client:
-        await seen.expect(wt.TransportError, client.trigger(wf))
+        await seen.expect(wt.TransportError, send_trigger(client, variant, wf))
     async with make_client(variant.provider(emulator, "http://workflows.example.com")) as client:
-        await seen.expect(wt.InvalidInputError, client.trigger(wf))
+        await seen.expect(wt.InvalidInputError, send_trigger(client, variant, wf))
 
     seen.logs(caplog.records)
     assert second_emulator.requests == 0
@@ -237,7 +239,7 @@ async def test_a_connect_timeout_never_shows_a_secret(
         async with make_client(
             provider, retry=retry, connect_timeout=0.1, on_event=seen.event
         ) as client:
-            await seen.expect(wt.TransportError, client.trigger(variant.workflow))
+            await seen.expect(wt.TransportError, send_trigger(client, variant, variant.workflow))
             if variant.polls:
                 forged = variant.execution(emulator, "1234")
                 await seen.expect(wt.TransportError, client.status(forged))
@@ -359,7 +361,7 @@ async def test_credentials_never_go_over_plain_http_beyond_loopback(
     provider = variant.provider(emulator, base_url)
     forged = variant.execution(emulator, "1234", instance_id="inst_1")
     async with make_client(provider, session=session) as client:
-        calls = [client.trigger(variant.workflow), client.run(variant.workflow)]
+        calls = [send_trigger(client, variant, variant.workflow), client.run(variant.workflow)]
         if variant.polls:
             calls += [client.status(forged), client.wait(forged)]
         if variant.kind == "awaitstep":
@@ -374,7 +376,7 @@ async def test_credentials_never_go_over_plain_http_beyond_loopback(
 
     # allow_insecure_http=True is the only thing that lets them through
     async with make_client(provider, session=session, allow_insecure_http=True) as client:
-        await client.trigger(variant.workflow)
+        await send_trigger(client, variant, variant.workflow)
     assert lookups.lookups == [host] and emulator.trigger_requests == 1
 
 
@@ -457,7 +459,7 @@ async def test_tls_is_verified_by_default_and_a_context_can_be_passed(
     provider = any_platform.provider(emulator, tls_proxy.url)
     async with make_client(provider) as client:
         with pytest.raises(wt.TransportError, match=r"(?i)certificate") as info:
-            await client.trigger(any_platform.workflow)
+            await send_trigger(client, any_platform, any_platform.workflow)
     assert "POST" in str(info.value)
     assert emulator.requests == 0 and tls_proxy.seen == []  # no HTTP over a bad handshake
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _platforms import AWAITSTEP, KEYS, PINKFISH, PLATFORMS, RUNS_API, Platform
+from _platforms import AWAITSTEP, KEYS, PINKFISH, PLATFORMS, RUNS_API, Platform, send_trigger
 from _servers import FaultProxy
 
 import workflow_trigger as wt
@@ -83,10 +83,12 @@ async def test_a_trigger_dropped_on_a_reused_connection_is_not_resent(
     any_platform: Platform, emulator: Emulator, make_client: MakeClient
 ) -> None:
     async with make_client(any_platform.provider(emulator)) as client:
-        await client.trigger(any_platform.workflow)  # leaves a kept-alive connection
+        await send_trigger(
+            client, any_platform, any_platform.workflow
+        )  # leaves a kept-alive connection
         emulator.add_fault(Fault.drop(1, on="trigger", platform=any_platform.emulated))
         with pytest.raises(wt.TransportError, match="lost the connection"):
-            await client.trigger(any_platform.workflow)
+            await send_trigger(client, any_platform, any_platform.workflow)
         assert client.requests_sent == 2
     # neither the SDK nor aiohttp sent the POST again
     assert emulator.trigger_requests == 2
@@ -100,7 +102,7 @@ async def test_a_trigger_slower_than_the_request_timeout_is_raised_not_resent(
     provider = any_platform.provider(emulator)
     async with make_client(provider, request_timeout=0.1) as client:
         with pytest.raises(wt.TransportError, match="timed out"):
-            await client.trigger(any_platform.workflow)
+            await send_trigger(client, any_platform, any_platform.workflow)
         assert client.requests_sent == 1
     # The client is done: whatever the platform makes of the request once its delay is
     # over (here, the connection is gone before it reads the body), nothing is resent.
@@ -246,7 +248,7 @@ async def test_a_trigger_refused_before_sending_is_resent_and_starts_one_run(
                         await later.start()
 
                     tg.start_soon(start_later)
-                    ex = await client.trigger(any_platform.workflow)
+                    ex = await send_trigger(client, any_platform, any_platform.workflow)
     finally:
         await later.close()
     assert later.trigger_requests == 1 and later.triggers(any_platform.workflow) == 1
@@ -261,7 +263,7 @@ async def test_a_trigger_refused_at_every_try_raises_could_not_connect(
     provider = any_platform.provider(emulator, emulator.refused_url)
     async with make_client(provider, retry=retry, on_event=events.append) as client:
         with pytest.raises(wt.TransportError, match="could not connect") as info:
-            await client.trigger(any_platform.workflow)
+            await send_trigger(client, any_platform, any_platform.workflow)
         assert client.requests_sent == 3
     assert "POST" in str(info.value)
     assert [e.attempt for e in events if isinstance(e, wt.RetryEvent)] == [2, 3]

@@ -350,7 +350,20 @@ async def test_register_delay_then_found(emulator: Emulator, http: HTTP) -> None
 # -- rate limits -----------------------------------------------------------------
 
 
-async def test_rate_limit_headers_on_every_response(emulator: Emulator, http: HTTP) -> None:
+async def test_no_rate_limit_headers_when_no_limit_is_enforced(
+    emulator: Emulator, http: HTTP
+) -> None:
+    """Announcing the documented limits without enforcing them made clients wait for resets."""
+    answers = [await run(http, "wf"), await get_run(http, "run_missing")]
+    assert [a.status for a in answers] == [200, 404]
+    for answer in answers:
+        assert not [name for name in answer.headers if name.lower().startswith("x-ratelimit")]
+
+
+async def test_rate_limit_headers_on_every_response_when_enforced(
+    make_http: Callable[..., Awaitable[HTTP]],
+) -> None:
+    http = await make_http(runs_api_rate_limit=500, runs_api_read_rate_limit=1000)
     before = time.time()
     answers = [
         await run(http, "wf"),
@@ -390,7 +403,7 @@ async def test_rate_limit_enforced_when_configured(
 async def test_rate_limit_reset_in_seconds_switch(
     make_http: Callable[..., Awaitable[HTTP]],
 ) -> None:
-    http = await make_http(runs_api_rate_limit_reset="seconds")
+    http = await make_http(runs_api_rate_limit=500, runs_api_rate_limit_reset="seconds")
     answer = await run(http, "wf")
     assert answer.headers["X-RateLimit-Reset"] == "60"
 
@@ -404,7 +417,6 @@ async def test_faults_render_the_runs_api_envelope(emulator: Emulator, http: HTT
     answer = await run(http, "wf")
     assert answer.status == 503
     assert answer.json == envelope("SERVICE_UNAVAILABLE", "Service Unavailable")
-    assert "X-RateLimit-Limit" in answer.headers
     run_id = await start(http, "wf")
     limited = await get_run(http, run_id)
     assert limited.status == 429 and limited.headers["Retry-After"] == "2"

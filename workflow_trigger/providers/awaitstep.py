@@ -29,11 +29,11 @@ is the function's failure).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .._secrets import Secret
+from .._secrets import Secret, excerpt
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -51,8 +51,10 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
+    answer_id,
     as_object,
     check_base_url,
+    check_same_execution,
     error_for_status,
     json_body,
     map_status,
@@ -81,16 +83,6 @@ _STATUSES = {
 _ACTIONS = {"pause": "pause", "resume": "resume", "cancel": "terminate"}
 
 
-def _decoded(value: Any) -> Any:
-    """A JSON-encoded string decoded; anything else (or undecodable text) as it is."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _check_params_size(params: Any) -> None:
     """``PayloadTooLarge`` for params over the platform's cap, checked as it checks:
     ``JSON.stringify(params).length``, which counts UTF-16 code units, so "é" is one
@@ -103,10 +95,6 @@ def _check_params_size(params: Any) -> None:
             f"{PARAMS_LIMIT:,} (100 KB); nothing was sent. Send a reference (a URL or an id) "
             "instead."
         )
-
-
-def _id(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 class AwaitStep(ProviderBase):
@@ -176,8 +164,8 @@ class AwaitStep(ProviderBase):
         self, workflow_id: str, response: Response, context: TriggerContext
     ) -> Triggered:
         record = self._record(response, f"trigger of {workflow_id!r}")
-        instance_id = _id(record.get("instanceId"))
-        run_id = _id(record.get("id")) or instance_id
+        instance_id = answer_id(record.get("instanceId"), "instanceId", required=False)
+        run_id = answer_id(record.get("id"), "id", required=False) or instance_id
         if run_id is None:
             raise ProtocolError(
                 f"AwaitStep accepted the trigger of {workflow_id!r} but its answer has no id "
@@ -186,7 +174,7 @@ class AwaitStep(ProviderBase):
         extras = {"instance_id": instance_id} if instance_id else {}
         # the record names its connection; the bare {"instanceId"} answer does not, so the
         # connection the trigger went through is kept (events must use the same one)
-        connection = _id(record.get("connectionId")) or (
+        connection = answer_id(record.get("connectionId"), "connectionId", required=False) or (
             context.options.connection_id or self.connection_id
         )
         if connection is not None:
@@ -211,14 +199,21 @@ class AwaitStep(ProviderBase):
         return self._request("status", "GET", path)
 
     def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
-        return self._snapshot(
-            self._record(response, f"status of run {execution.execution_id}"), now
-        )
+        record = self._record(response, f"status of run {excerpt(execution.execution_id, 60)}")
+        # a run record names the run by ``id`` and its Cloudflare instance by
+        # ``instanceId``; the handle holds one or both (the trigger may answer only the
+        # instance): the record is this run's when one of them matches
+        ours = {execution.execution_id, execution.extras.get("instance_id")}
+        reported = [record.get(name) for name in ("id", "instanceId")]
+        reported = [r for r in reported if r not in (None, "")]
+        if reported and not ours.intersection(r for r in reported if isinstance(r, str)):
+            check_same_execution(execution, reported[0], "AwaitStep run record")
+        return self._snapshot(record, now)
 
     def _snapshot(self, record: dict[str, Any], now: datetime) -> Snapshot:
         raw = record.get("status")
         status = map_status(self.kind, raw, _STATUSES)
-        failure = _decoded(record.get("error"))
+        failure = self._decoded(record.get("error"))
         error = None
         if status is Status.FAILED or failure not in (None, "", {}):
             error = self._error_info(failure)
@@ -226,9 +221,13 @@ class AwaitStep(ProviderBase):
             status=status,
             raw_status=str(raw),
             observed_at=now,
-            result=_decoded(record.get("output")) if status is Status.SUCCEEDED else None,
+            result=self._decoded(record.get("output")) if status is Status.SUCCEEDED else None,
             error=error,
         )
+
+    def _decoded(self, value: Any) -> Any:
+        """A JSON-encoded string decoded; anything else (or text that is not JSON) as it is."""
+        return self._embedded_json(value) if isinstance(value, str) else value
 
     def _error_info(self, failure: Any) -> ErrorInfo:
         """``{"name", "message"}`` (a serialised JS Error), a plain string, or nothing."""
@@ -236,7 +235,7 @@ class AwaitStep(ProviderBase):
         message, name = found.get("message"), found.get("name")
         text = message if isinstance(message, str) and message else name
         return ErrorInfo(
-            message=self.redact(text) if isinstance(text, str) and text else "Unknown error",
+            message=text if isinstance(text, str) and text else "Unknown error",
             code=name if isinstance(name, str) else None,
             details=failure if isinstance(failure, dict) else None,
         )
@@ -259,7 +258,7 @@ class AwaitStep(ProviderBase):
             body = self._trigger_body(connection, params)
             return self._request("control", "POST", f"{workflow}/trigger", body)
         if control not in _ACTIONS:
-            return super().control_request(execution, control, data)
+            raise self.unsupported(control)
         path = f"{workflow}/runs/{path_segment(execution.execution_id, 'run id')}/"
         return self._request("control", "POST", path + _ACTIONS[control])
 
@@ -273,20 +272,20 @@ class AwaitStep(ProviderBase):
     def _record(self, response: Response, what: str) -> dict[str, Any]:
         if not 200 <= response.status < 300:
             raise self._error(response, what)
-        return as_object(response.json(), "AwaitStep's answer")
+        return as_object(self._json(response), "AwaitStep's answer")
 
     def _error(self, response: Response, what: str) -> APIError:
         try:
-            body = response.json()
+            body = self._json(response)
         except ProtocolError:
             body = None
         body = body if isinstance(body, dict) else {}
         message = body.get("error")
-        message = self.redact(message) if isinstance(message, str) else f"HTTP {response.status}"
-        request_id = response.header("x-request-id") or body.get("requestId")
+        message = excerpt(message) if isinstance(message, str) else f"HTTP {response.status}"
+        request_id = self._header(response, "x-request-id") or body.get("requestId")
         said = f"HTTP {response.status}: {message}"
         if isinstance(request_id, str) and request_id:
-            said += f"; request id {request_id}"
+            said += f"; request id {excerpt(request_id, 60)}"
         if response.status in (401, 403):
             scope = "read" if what.startswith("status") else "deploy"
             return AuthenticationError(
@@ -297,3 +296,14 @@ class AwaitStep(ProviderBase):
         return error_for_status(
             response, f"AwaitStep answered the {what} with {said}", details=body.get("details")
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwaitStep:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import awaitstep_from_env
+
+        return awaitstep_from_env(env)

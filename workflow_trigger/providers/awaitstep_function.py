@@ -13,14 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .._secrets import Secret
-from ..errors import (
-    InvalidInputError,
-    ProtocolError,
-    UnsupportedOperation,
-)
+from .._secrets import Secret, excerpt
+from ..errors import InvalidInputError, UnsupportedOperation
 from ..models import ErrorInfo, Execution, Snapshot, Status
 from .base import (
+    NotJSON,
     ProviderBase,
     Request,
     Response,
@@ -105,20 +102,20 @@ class AwaitStepFunction(ProviderBase):
         body: Any = None
         if response.body.strip():
             try:
-                body = response.json()
-            except ProtocolError:  # a custom triggerCode may answer text
-                body = response.body.decode("utf-8", "replace")
+                body = self._json(response)
+            except NotJSON:  # a custom triggerCode may answer text
+                body = self.redact(response.body.decode("utf-8", "replace"))
         raw, now = f"HTTP {response.status}", context.now
         if 200 <= response.status < 300:
             snap = Snapshot(status=Status.SUCCEEDED, raw_status=raw, observed_at=now, result=body)
         elif response.status == 500 and isinstance(body, dict) and "message" in body:
             message = body["message"]
-            text = self.redact(message) if isinstance(message, str) and message else None
+            text = message if isinstance(message, str) and message else None
             error = ErrorInfo(message=text or "Unknown error", details=body)
             snap = Snapshot(status=Status.FAILED, raw_status=raw, observed_at=now, error=error)
         else:
             said = body.get("message", body.get("error")) if isinstance(body, dict) else body
-            said = self.redact(said)[:200] if isinstance(said, str) and said else "no message"
+            said = excerpt(said) if isinstance(said, str) and said else "no message"
             raise error_for_status(
                 response,
                 f"the function {workflow_id!r} answered HTTP {response.status} ({said}); "
@@ -131,3 +128,14 @@ class AwaitStepFunction(ProviderBase):
 
     def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
         raise UnsupportedOperation(_NO_RECORD)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwaitStepFunction:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import awaitstep_function_from_env
+
+        return awaitstep_function_from_env(env)

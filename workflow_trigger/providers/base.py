@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from .._secrets import Secret, redact_url
+from .._secrets import Redactor, Secret, _map_strings, excerpt, redact_url
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -48,7 +48,9 @@ from ..policies import PollPolicy, parse_retry_after
 logger = logging.getLogger("workflow_trigger")
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "Control",
+    "NotJSON",
     "Provider",
     "ProviderBase",
     "Request",
@@ -57,8 +59,10 @@ __all__ = [
     "TriggerContext",
     "TriggerOptions",
     "Triggered",
+    "answer_id",
     "as_object",
     "check_base_url",
+    "check_same_execution",
     "error_for_status",
     "finite_number",
     "json_body",
@@ -68,6 +72,50 @@ __all__ = [
 
 RequestKind = Literal["trigger", "status", "result", "control", "download"]
 Control = Literal["cancel", "pause", "resume", "event"]
+
+#: the longest id (execution, run, automation, instance...) accepted from a platform
+#: or put in a URL path; a longer one is refused where it is read
+MAX_ID_LENGTH = 256
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_IN_AN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class NotJSON(ProtocolError):
+    """The body is not JSON at all (as opposed to JSON that cannot be used)."""
+
+
+def parse_json(body: bytes, status: int, redact: Callable[[str], str] = str) -> Any:
+    """``body`` parsed as strict UTF-8 JSON, or ``ProtocolError`` saying what was wrong:
+    not JSON, not UTF-8, nested past what can be parsed, or text holding a lone
+    surrogate (``"\\ud800"``), which could never be sent on in a URL or a journal."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ProtocolError(
+            f"the answer (HTTP {status}) is JSON nested too deep to read "
+            f"({len(body):,} bytes); the server is broken or hostile: check base_url"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        snippet = redact(excerpt(body[:80].decode("utf-8", "replace"), 80))
+        what = "UTF-8 " if isinstance(exc, UnicodeDecodeError) else ""
+        raise NotJSON(
+            f"expected a {what}JSON body (HTTP {status}) but got {snippet!r}: "
+            "is base_url pointing at the platform's API root?"
+        ) from exc
+    if _SURROGATE_ESCAPE.search(body):
+        _map_strings(doc, _refuse_surrogates)
+    return doc
+
+
+def _refuse_surrogates(text: str) -> str:
+    if _SURROGATE.search(text):
+        raise ProtocolError(
+            "the answer holds text that is not valid Unicode (a lone surrogate escape "
+            "such as \\ud800); the server is broken: check base_url"
+        )
+    return text
 
 
 @attrs.frozen(kw_only=True)
@@ -105,15 +153,8 @@ class Response:
         return self.headers.get(name.lower())
 
     def json(self) -> Any:
-        """The body parsed as JSON, or ``ProtocolError``."""
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            snippet = self.redact(self.body[:80].decode("utf-8", "replace"))
-            raise ProtocolError(
-                f"expected a JSON body (HTTP {self.status}) but got {snippet!r}: "
-                "is base_url pointing at the platform's API root?"
-            ) from exc
+        """The body parsed as JSON (see ``parse_json``), or ``ProtocolError``."""
+        return parse_json(self.body, self.status, self.redact)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +193,8 @@ class Provider(Protocol):
     reports_rate_limits: ClassVar[bool]
     #: whether a triggered run can be polled (False: the trigger's reply is the result)
     pollable: ClassVar[bool]
-    #: the controls ``control_request`` can build
+    #: the controls ``control_request`` builds a request for (the others raise
+    #: ``UnsupportedOperation``); the client refuses ``cancel_remote_on_exit`` without cancel
     controls: ClassVar[frozenset[Control]]
     default_poll: PollPolicy
     default_rate_limit: float | None
@@ -198,17 +240,46 @@ class ProviderBase:
     honours_idempotency_key: ClassVar[bool] = False
     reports_rate_limits: ClassVar[bool] = False
     pollable: ClassVar[bool] = True
-    controls: ClassVar[frozenset[Control]] = frozenset()
     default_poll: PollPolicy = PollPolicy()
     default_rate_limit: float | None = None
+    controls: ClassVar[frozenset[Control]] = frozenset()
     #: query parameters whose values are masked wherever a URL is shown
     secret_query_keys: ClassVar[tuple[str, ...]] = ()
 
     def _secrets(self) -> tuple[Secret, ...]:
         return ()
 
-    def redact(self, url: str) -> str:
-        return redact_url(url, self._secrets(), self.secret_query_keys)
+    def _redactor(self) -> Redactor:
+        found: Redactor | None = self.__dict__.get("_redactor_cache")
+        if found is None:
+            found = Redactor(self._secrets(), self.secret_query_keys)
+            self.__dict__["_redactor_cache"] = found
+        return found
+
+    def redact(self, text: str) -> str:
+        """``text`` (a URL, a message, a header a server sent) with every secret masked."""
+        return self._redactor().text(text)
+
+    def _json(self, response: Response) -> Any:
+        """The body of ``response`` as JSON (see ``parse_json``), every secret in it masked:
+        the one place where what a server sent becomes data the SDK keeps."""
+        doc = parse_json(response.body, response.status, self.redact)
+        return self._redactor().document(doc, response.body)
+
+    def _embedded_json(self, text: str) -> Any:
+        """A JSON document sent as a string inside an answer (AwaitStep's ``output``),
+        parsed and masked as a body is; the text itself when it is not JSON."""
+        body = text.encode("utf-8", "surrogatepass")
+        try:
+            doc = parse_json(body, 200)
+        except NotJSON:
+            return text
+        return self._redactor().document(doc, body)
+
+    def _header(self, response: Response, name: str) -> str | None:
+        """A header the SDK keeps (an id, a request id), its secrets masked."""
+        value = response.header(name)
+        return self.redact(value) if value else value
 
     def request(
         self,
@@ -226,7 +297,7 @@ class ProviderBase:
             kind=kind,
             method=method,
             url=url,
-            redacted_url=self.redact(url),
+            redacted_url=redact_url(url, self._secrets(), self.secret_query_keys),
             headers=headers,
             body=body,
             retry_after_send=method == "GET" if retry_after_send is None else retry_after_send,
@@ -241,9 +312,14 @@ class ProviderBase:
         return snapshot
 
     def control_request(self, execution: Execution, control: Control, data: Any) -> Request:
-        raise UnsupportedOperation(
-            f"{type(self).__name__} has no documented {control!r} operation; "
-            "nothing was sent to the platform"
+        raise self.unsupported(control)
+
+    def unsupported(self, control: Control) -> UnsupportedOperation:
+        """The error for a control this platform lacks (not in ``controls``)."""
+        supported = ", ".join(sorted(self.controls)) or "none"
+        return UnsupportedOperation(
+            f"{type(self).__name__} has no documented {control!r} operation (it supports: "
+            f"{supported}); nothing was sent to the platform"
         )
 
     def parse_control(self, execution: Execution, response: Response) -> None:
@@ -265,16 +341,75 @@ def path_segment(value: Any, what: str) -> str:
 
     Every character outside the unreserved set is encoded, so ``/``, ``?`` and
     ``#`` cannot reach another endpoint; ``.`` and ``..`` are refused outright
-    because URL normalisation would turn them into a walk up the path.
+    because URL normalisation would turn them into a walk up the path, and so is
+    text that is not valid Unicode or longer than ``MAX_ID_LENGTH``.
     """
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
-    if value in {".", ".."} or _CONTROL_CHARACTER.search(value):
+        raise InvalidInputError(f"{what} must be a non-empty string, got {excerpt(repr(value))}")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInputError(
+            f"{what} is {len(value):,} characters long, over the {MAX_ID_LENGTH} an id may "
+            f"have ({excerpt(value, 40)!r}); pass the id the platform gave"
+        )
+    if value in {".", ".."} or _CONTROL_CHARACTER.search(value) or _SURROGATE.search(value):
         raise InvalidInputError(
             f"{what} {value!r} is not a valid identifier: it may not be '.' or '..' "
-            "or contain control characters"
+            "or contain control characters or lone surrogates"
         )
     return quote(value, safe="")
+
+
+def answer_id(value: Any, what: str, *, required: bool = True) -> str | None:
+    """An id read from an answer (a JSON field or a header), or ``ProtocolError``.
+
+    The id goes into later URLs, tokens and journals, so it is checked here, where the
+    answer is read: a non-empty string (an int is taken as its digits) of at most
+    ``MAX_ID_LENGTH`` characters, without control characters or lone surrogates.
+    ``None`` when absent and not ``required``.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is None or value == "":
+        if not required:
+            return None
+        raise ProtocolError(
+            f"the answer has no {what}, so the run cannot be followed; check base_url"
+        )
+    if not isinstance(value, str):
+        raise ProtocolError(
+            f"the answer's {what} should be a string, got {type(value).__name__}; check base_url"
+        )
+    if len(value) > MAX_ID_LENGTH:
+        raise ProtocolError(
+            f"the answer's {what} is {len(value):,} characters long, over the "
+            f"{MAX_ID_LENGTH} an id may have ({excerpt(value, 40)!r}); the server is broken"
+        )
+    bad = _NOT_IN_AN_ID.search(value)
+    if bad is not None:
+        raise ProtocolError(
+            f"the answer's {what} {excerpt(ascii(value), 60)} holds {bad.group()!a}, "
+            "which no id may hold (a control character, or text that is not valid Unicode); "
+            "the server is broken: check base_url"
+        )
+    return value
+
+
+def check_same_execution(execution: Execution, answered: Any, what: str, *also: str) -> None:
+    """``ProtocolError`` unless the answer's id (``answered``; None: not reported) names
+    ``execution`` (its id, or one of ``also``): an answer about another run must never
+    be taken for this one's."""
+    if answered is None or answered == "":
+        return
+    if isinstance(answered, int) and not isinstance(answered, bool):
+        answered = str(answered)
+    if answered == execution.execution_id or answered in also:
+        return
+    shown = excerpt(answered, 60) if isinstance(answered, str) else type(answered).__name__
+    raise ProtocolError(
+        f"the {what} names execution {shown!r}, not {excerpt(execution.execution_id, 60)!r} "
+        "that was asked for; its status and result were not used. The server (or a cache "
+        "or proxy in front of it) is mixing up answers: check base_url"
+    )
 
 
 def json_body(data: Any, what: str = "payload", limit: int | None = None) -> bytes:

@@ -23,11 +23,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-from .._secrets import Secret
+from .._secrets import Secret, excerpt
 from ..errors import APIError, AuthenticationError, InvalidInputError, ProtocolError
 from ..models import ErrorInfo, Execution, Snapshot, Status
 from ..policies import PollPolicy
@@ -37,8 +38,10 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
+    answer_id,
     as_object,
     check_base_url,
+    check_same_execution,
     error_for_status,
     json_body,
     map_status,
@@ -131,7 +134,9 @@ class Codika(ProviderBase):
         )
 
     def _secrets(self) -> tuple[Secret, ...]:
-        found = (self._api_key, self._org_key, self._signing_secret)
+        found = [self._api_key, self._org_key, self._signing_secret]
+        if self._signing_secret is not None:  # the key itself, without its prefix
+            found.append(Secret(self._signing_secret.reveal().removeprefix("whsec_")))
         return tuple(s for s in found if s is not None)
 
     def _credential_name(self) -> str:
@@ -198,13 +203,13 @@ class Codika(ProviderBase):
                 else self._credential_name()
             )
             raise self._error(response, f"trigger of {workflow_id!r}", credential)
-        data = as_object(response.json(), "Codika's trigger response")
+        data = as_object(self._json(response), "Codika's trigger response")
         if data.get("success") is False:
             raise self._error(response, f"trigger of {workflow_id!r}", self._credential_name())
-        execution_id = data.get("executionId", data.get("id"))
-        if isinstance(execution_id, int) and not isinstance(execution_id, bool):
-            execution_id = str(execution_id)
-        if not isinstance(execution_id, str) or not execution_id:
+        execution_id = answer_id(
+            data.get("executionId", data.get("id")), "executionId", required=False
+        )
+        if execution_id is None:
             raise ProtocolError(
                 f"Codika accepted the trigger of {workflow_id!r} but its answer has no "
                 "executionId (nor id), so the run cannot be followed; check base_url"
@@ -231,12 +236,14 @@ class Codika(ProviderBase):
             (now - execution.triggered_at).total_seconds() < self.registering_grace
         ):
             return Snapshot(status=Status.PENDING, raw_status="registering", observed_at=now)
-        what = f"status of execution {execution.execution_id}"
+        what = f"status of execution {excerpt(execution.execution_id, 60)}"
         if not 200 <= response.status < 300:
             raise self._error(response, what, self._credential_name())
-        data = as_object(response.json(), "Codika's status response")
+        data = as_object(self._json(response), "Codika's status response")
         record = data.get("execution", data)
         record = as_object(record, "Codika's status 'execution'")
+        answered = record.get("executionId", data.get("executionId"))
+        check_same_execution(execution, answered, "Codika status answer")
         raw = record.get("status")
         status = map_status(self.kind, raw, _STATUSES)
         result = record.get("resultData") if status is Status.SUCCEEDED else None
@@ -265,13 +272,13 @@ class Codika(ProviderBase):
         message: Any = None
         code: Any = None
         try:
-            body = response.json()
+            body = self._json(response)
         except ProtocolError:
             body = None
         if isinstance(body, dict):
             message, code = body.get("error"), body.get("code")
-        message = self.redact(message) if isinstance(message, str) else f"HTTP {response.status}"
-        code = code if isinstance(code, str) else None
+        message = excerpt(message) if isinstance(message, str) else f"HTTP {response.status}"
+        code = excerpt(code, 60) if isinstance(code, str) else None
         if response.status in (401, 403):
             return AuthenticationError(
                 f"Codika refused {credential} for the {what} (HTTP {response.status}: "
@@ -290,3 +297,14 @@ class Codika(ProviderBase):
         return error_for_status(
             response, f"Codika answered HTTP {response.status} to the {what}: {message}", code=code
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Codika:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import codika_from_env
+
+        return codika_from_env(env)

@@ -26,25 +26,29 @@ The protocol, from the "Async Polling" page and the platform notes:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from .._secrets import REDACTED, Secret
+from .._secrets import REDACTED, Secret, excerpt
 from ..errors import APIError, AuthenticationError, InvalidInputError, ProtocolError
 from ..models import Artifact, ErrorInfo, Execution, Snapshot, Status, Step
 from ..policies import PollPolicy
 from .base import (
+    NotJSON,
     ProviderBase,
     Request,
     RequestKind,
     Response,
     TriggerContext,
     Triggered,
+    answer_id,
     as_object,
     check_base_url,
+    check_same_execution,
     error_for_status,
     finite_number,
     json_body,
@@ -192,8 +196,14 @@ class Pinkfish(ProviderBase):
         if not 200 <= response.status < 300:
             raise self._error(response, what, trigger=True)
         run = self._sync_run(response)
-        run_id = response.header("x-pf-run-id") or _text(run.get("id"))
-        automation_id = response.header("x-pf-automation-id") or _text(run.get("automationId"))
+        run_id = answer_id(
+            response.header("x-pf-run-id") or run.get("id"), "run id (X-Pf-Run-Id)", required=False
+        )
+        automation_id = answer_id(
+            response.header("x-pf-automation-id") or run.get("automationId"),
+            "automation id (X-Pf-Automation-Id)",
+            required=False,
+        )
         if not run_id or not automation_id:
             raise ProtocolError(
                 f"Pinkfish accepted the {what} but its answer lacks the X-Pf-Run-Id or "
@@ -219,8 +229,8 @@ class Pinkfish(ProviderBase):
         if self.wait != "sync" or not response.body.strip():
             return {}
         try:
-            body = response.json()
-        except ProtocolError:
+            body = self._json(response)
+        except NotJSON:
             return {}
         return body if isinstance(body, dict) else {}
 
@@ -231,9 +241,22 @@ class Pinkfish(ProviderBase):
 
     def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
         if not 200 <= response.status < 300:
-            raise self._error(response, f"status of run {execution.execution_id}")
-        doc = as_object(response.json(), "Pinkfish's status answer")
+            raise self._error(response, f"status of run {excerpt(execution.execution_id, 60)}")
+        doc = as_object(self._json(response), "Pinkfish's status answer")
+        self._check_run(execution, doc, "Pinkfish status answer")
         return self._snapshot(doc, doc.get("status"), now)
+
+    @staticmethod
+    def _check_run(execution: Execution, doc: dict[str, Any], what: str) -> None:
+        check_same_execution(execution, doc.get("runId", doc.get("id")), what)
+        automation = execution.extras.get("automation_id")
+        answered = doc.get("automationId")
+        if automation and answered not in (None, "", automation):
+            raise ProtocolError(
+                f"the {what} is about automation {excerpt(str(answered), 60)!r}, not "
+                f"{automation!r} that run {excerpt(execution.execution_id, 60)} belongs to; "
+                "its status and result were not used: check base_url"
+            )
 
     def _status(self, raw: Any) -> Status:
         return map_status(self.kind, raw.upper() if isinstance(raw, str) else raw, _STATUSES)
@@ -245,7 +268,7 @@ class Pinkfish(ProviderBase):
         )
         if status in (Status.FAILED, Status.TIMED_OUT):
             said = doc.get("message", doc.get("error"))
-            message = self.redact(said) if isinstance(said, str) and said else None
+            message = said if isinstance(said, str) and said else None
             error = ErrorInfo(
                 message=message or f"the Pinkfish run ended {raw}; its step results tell why",
                 code=str(raw),
@@ -281,8 +304,9 @@ class Pinkfish(ProviderBase):
         self, execution: Execution, snapshot: Snapshot, response: Response
     ) -> Snapshot:
         if not 200 <= response.status < 300:
-            raise self._error(response, f"results of run {execution.execution_id}")
-        doc = as_object(response.json(), "Pinkfish's results document")
+            raise self._error(response, f"results of run {excerpt(execution.execution_id, 60)}")
+        doc = as_object(self._json(response), "Pinkfish's results document")
+        self._check_run(execution, doc, "Pinkfish results document")
         if not isinstance(doc.get("results"), list):
             raise ProtocolError(
                 f"Pinkfish's results document for run {execution.execution_id} has no "
@@ -319,12 +343,13 @@ class Pinkfish(ProviderBase):
 
     def _error(self, response: Response, what: str, *, trigger: bool = False) -> APIError:
         try:
-            body = response.json()
+            body = self._json(response)
         except ProtocolError:
             body = None
         body = body if isinstance(body, dict) else {}
         code, text = _text(body.get("error")), _text(body.get("message"))
-        code = self.redact(code) if code else None
+        code = excerpt(code, 60) if code else None
+        text = excerpt(text) if text else None
         said = f"HTTP {response.status} {code}" if code else f"HTTP {response.status}"
         said += f": {text or code or 'no message'}"
         if response.status in (401, 403):
@@ -343,6 +368,17 @@ class Pinkfish(ProviderBase):
             )
         message = self.redact(f"Pinkfish answered the {what} with {said}")
         return error_for_status(response, message, code=code)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Pinkfish:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import pinkfish_from_env
+
+        return pinkfish_from_env(env)
 
 
 def _text(value: Any) -> str | None:

@@ -25,10 +25,11 @@ The protocol, from the "API Triggers" page and the platform notes:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .._secrets import Secret
+from .._secrets import Secret, excerpt
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -48,8 +49,10 @@ from .base import (
     Response,
     TriggerContext,
     Triggered,
+    answer_id,
     as_object,
     check_base_url,
+    check_same_execution,
     error_for_status,
     json_body,
     map_status,
@@ -191,8 +194,8 @@ class RunsApi(ProviderBase):
         self, workflow_id: str, response: Response, context: TriggerContext
     ) -> Triggered:
         record = self._data(response, f"trigger of {workflow_id!r}")
-        run_id = record.get("runId", record.get("id"))
-        if not isinstance(run_id, str) or not run_id:
+        run_id = answer_id(record.get("runId", record.get("id")), "data.runId", required=False)
+        if run_id is None:
             raise ProtocolError(
                 f"the Runs API accepted the trigger of {workflow_id!r} but its answer has no "
                 "data.runId, so the run cannot be followed; check base_url"
@@ -200,7 +203,7 @@ class RunsApi(ProviderBase):
         extras: dict[str, str] = {}
         version = record.get("workflowVersion")
         if isinstance(version, (int, str)) and not isinstance(version, bool):
-            extras["workflow_version"] = str(version)
+            extras["workflow_version"] = answer_id(version, "data.workflowVersion") or ""
         execution = Execution(
             provider=self.kind,
             workflow_id=workflow_id,
@@ -219,7 +222,8 @@ class RunsApi(ProviderBase):
         return self._request("status", "GET", path, None, retry=True)
 
     def parse_status(self, execution: Execution, response: Response, now: datetime) -> Snapshot:
-        record = self._data(response, f"status of run {execution.execution_id}")
+        record = self._data(response, f"status of run {excerpt(execution.execution_id, 60)}")
+        check_same_execution(execution, record.get("id"), "Runs API's run answer")
         raw = record.get("status")
         status = map_status(self.kind, raw, _STATUSES)
         error = None
@@ -259,9 +263,7 @@ class RunsApi(ProviderBase):
         failure = failure if isinstance(failure, dict) else {}
         message, code = failure.get("message"), failure.get("code")
         return ErrorInfo(
-            message=self.redact(message)
-            if isinstance(message, str) and message
-            else "Unknown error",
+            message=message if isinstance(message, str) and message else "Unknown error",
             code=code if isinstance(code, str) else None,
             details=failure or None,
         )
@@ -277,7 +279,7 @@ class RunsApi(ProviderBase):
                 "the Runs API documents no path to cancel a run, so none is guessed; nothing "
                 "was sent. Cancel the run from the platform's dashboard"
             )
-        return super().control_request(execution, control, data)
+        raise self.unsupported(control)
 
     # -- answers and errors ------------------------------------------------------
 
@@ -285,7 +287,7 @@ class RunsApi(ProviderBase):
         """The ``data`` object of a successful answer, or the mapped exception."""
         if not 200 <= response.status < 300:
             raise self._error(response, what)
-        body = as_object(response.json(), "the Runs API's answer")
+        body = as_object(self._json(response), "the Runs API's answer")
         if body.get("success") is False or (
             isinstance(body.get("error"), dict) and "data" not in body
         ):
@@ -294,7 +296,7 @@ class RunsApi(ProviderBase):
 
     def _error(self, response: Response, what: str) -> APIError:
         try:
-            body = response.json()
+            body = self._json(response)
         except ProtocolError:
             body = None
         failure = body.get("error") if isinstance(body, dict) else None
@@ -302,8 +304,8 @@ class RunsApi(ProviderBase):
             failure = {"message": failure}
         failure = failure if isinstance(failure, dict) else {}
         code, message = failure.get("code"), failure.get("message")
-        code = code if isinstance(code, str) else None
-        message = self.redact(message) if isinstance(message, str) else f"HTTP {response.status}"
+        code = excerpt(code, 60) if isinstance(code, str) else None
+        message = excerpt(message) if isinstance(message, str) else f"HTTP {response.status}"
         status = response.status
         said = f"(HTTP {status} {code}: {message})" if code else f"(HTTP {status}: {message})"
         entry = code if code in _BY_CODE else "UNAUTHORIZED" if status in (401, 403) else ""
@@ -316,3 +318,14 @@ class RunsApi(ProviderBase):
             details=failure.get("details"),
             cls=cls,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunsApi:
+        """The provider configured by the environment (``env``, or ``os.environ``).
+
+        The variables are those ``workflow-trigger --help`` lists; a missing one is an
+        ``InvalidInputError`` naming it.
+        """
+        from ._env import runs_api_from_env
+
+        return runs_api_from_env(env)

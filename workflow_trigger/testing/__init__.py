@@ -25,8 +25,9 @@ same name; the defaults are shown):
   existing run (``idempotent_replays`` counts these). ``runs_api_workflow_status
   ["wf"] = "draft"`` refuses runs (``INVALID_STATUS``); a scenario's
   ``required_inputs`` gives ``VALIDATION_ERROR``; ``runs_api_rate_limit`` (per
-  minute, default off) enforces the sliding window whose ``X-RateLimit-*``
-  headers every answer carries. Switches: ``runs_api_details_form="field"``
+  minute, default off; ``runs_api_read_rate_limit`` for reads) enforces a
+  sliding window, and only then do the answers carry its ``X-RateLimit-*``
+  headers. Switches: ``runs_api_details_form="field"``
   (``{"field", "message"}`` details), ``runs_api_error_success=False`` (no
   ``"success": false``), ``runs_api_rate_limit_reset="seconds"``.
 * **AwaitStep** (``awaitstep_api_key="ask_test_key"``, read-only

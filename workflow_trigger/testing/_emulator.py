@@ -10,7 +10,7 @@ attributes ``codika``, ``runs_api``, ``awaitstep`` and ``pinkfish``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -198,13 +198,22 @@ async def serve(
     *,
     seed: int | None = 0,
     on_ready: Callable[[Emulator], object] | None = None,
+    scenarios: Mapping[str, Scenario] | None = None,
+    **options: Any,
 ) -> None:
     """Run an :class:`Emulator` on ``host:port`` until cancelled.
 
-    ``on_ready`` is called with the running emulator (with ``port=0``, read the
-    chosen port from ``emulator.base_url``); use it to register scenarios.
+    ``scenarios`` (workflow id -> :class:`Scenario`; ``"*"``: every other
+    workflow) are registered before ``on_ready`` is called with the running
+    emulator (with ``port=0``, read the chosen port from ``emulator.base_url``).
+    ``options`` are the :class:`Emulator`'s (``awaitstep_trigger_reply=``...).
     """
-    async with Emulator(seed=seed, host=host, port=port) as emulator:
+    scenarios = dict(scenarios or {})
+    if "*" in scenarios:
+        options["default_scenario"] = scenarios.pop("*")
+    async with Emulator(seed=seed, host=host, port=port, **options) as emulator:
+        for workflow_id, scenario in scenarios.items():
+            emulator.scenario(workflow_id, scenario)
         if on_ready is not None:
             on_ready(emulator)
         await anyio.sleep_forever()

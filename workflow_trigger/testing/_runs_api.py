@@ -13,9 +13,12 @@ for the read-only key), the rate limit (429), the body (400), the workflow
 connection (404, only when ``connection_ids`` is set), the input schema (400
 ``VALIDATION_ERROR`` for a missing ``required_inputs`` field), the idempotency
 key (the same key within ``idempotency_ttl`` returns the existing run and
-starts nothing). Every response carries ``X-RateLimit-Limit`` /
-``-Remaining`` / ``-Reset`` for the sent key's sliding one-minute window; the
-limit is enforced only when configured. There is no cancel endpoint (none is
+starts nothing). A rate limit is enforced only when configured
+(``rate_limit`` for runs, ``read_rate_limit`` for reads; off by default), and
+only then do the answers of its kind carry ``X-RateLimit-Limit`` /
+``-Remaining`` / ``-Reset`` for the sent key's sliding one-minute window:
+headers announcing a limit the emulator does not enforce would make clients
+wait for resets for nothing. There is no cancel endpoint (none is
 documented): ``Execution.terminate()`` stands for a cancel from elsewhere.
 """
 
@@ -37,8 +40,6 @@ from ._wire import SlidingWindow, iso_ms, json_type, parse_json
 __all__ = ["RunsApiConfig", "RunsApiRoutes"]
 
 PLATFORM = "runs_api"
-#: The documented limits, reported in the headers when none is configured.
-DOCUMENTED_LIMITS = {"execute": 500, "read": 1000}
 
 _STATUS = {
     "pending": "pending",
@@ -116,15 +117,13 @@ class RunsApiRoutes:
         """The enforced limit per minute, ``None`` when off."""
         return self.config.rate_limit if category == "execute" else self.config.read_rate_limit
 
-    def _limit(self, category: Category) -> int:
-        configured = self._configured(category)
-        return DOCUMENTED_LIMITS[category] if configured is None else configured
-
     def _headers(self, handler: Handler, category: Category) -> Handler:
         async def with_headers(request: web.Request) -> web.StreamResponse:
             response = await handler(request)
+            limit = self._configured(category)
+            if limit is None:
+                return response
             key = (request.headers.get("x-api-key", ""), category)
-            limit = self._limit(category)
             frees_in = self.window.frees_in(key)
             reset = (
                 frees_in if self.config.rate_limit_reset == "seconds" else time.time() + frees_in
