@@ -94,9 +94,17 @@ async def test_aclose_and_the_callers_scope_stop_a_batch(
 ) -> None:
     emulator.scenario("slow", Scenario(duration=60))
     batch = client.run_many("slow", [{}] * 20, concurrency=8, timeout=None)
-    with anyio.move_on_after(0.2):
+
+    async def consume() -> None:
         async for _ in batch:
             pass  # pragma: no cover - nothing ends
+
+    async with anyio.create_task_group() as tg:  # the caller's scope, cancelled mid-batch
+        tg.start_soon(consume)
+        with anyio.fail_after(10):
+            await emulator.wait_until(lambda: emulator.triggers("slow") == 8)
+            await emulator.wait_until(lambda: emulator.poll_requests > 0)
+        tg.cancel_scope.cancel()
     await batch.aclose()
     assert emulator.triggers("slow") == 8
     polls = emulator.poll_requests
