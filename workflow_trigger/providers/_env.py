@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidInputError
 
-if TYPE_CHECKING:
-    from .awaitstep import AwaitStep
-    from .awaitstep_function import AwaitStepFunction
-    from .codika import Codika
-    from .pinkfish import Pinkfish
-    from .runs_api import RunsApi
-
-__all__ = [
-    "ENVIRONMENT",
-    "awaitstep_from_env",
-    "awaitstep_function_from_env",
-    "codika_from_env",
-    "pinkfish_from_env",
-    "runs_api_from_env",
-]
+__all__ = ["ENVIRONMENT", "Env"]
 
 #: provider kind -> (variable, what it holds); required ones are marked in the text
 ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
@@ -58,7 +44,9 @@ ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-class _Env:
+class Env:
+    """Reads a provider's variables from ``env`` (or ``os.environ``)."""
+
     def __init__(self, env: Mapping[str, str] | None) -> None:
         self.env = os.environ if env is None else env
 
@@ -76,56 +64,3 @@ class _Env:
         """``base_url=`` when the variable is set, else nothing (the provider's default)."""
         value = self.get(name)
         return {"base_url": value} if value else {}
-
-
-def codika_from_env(env: Mapping[str, str] | None = None) -> Codika:
-    from .codika import Codika
-
-    e = _Env(env)
-    instance = e.need("CODIKA_PROCESS_INSTANCE_ID", "the Codika process instance id")
-    org_key = e.get("CODIKA_ORG_KEY")
-    api_key = e.get("CODIKA_API_KEY")
-    if api_key is None and org_key is None:
-        e.need("CODIKA_API_KEY", "the Codika instance key (or CODIKA_ORG_KEY)")
-    return Codika(
-        instance,
-        api_key=api_key,
-        org_key=org_key if api_key is None else None,
-        signing_secret=e.get("CODIKA_SIGNING_SECRET"),
-        **e.url("CODIKA_BASE_URL"),
-    )
-
-
-def runs_api_from_env(env: Mapping[str, str] | None = None) -> RunsApi:
-    from .runs_api import RunsApi
-
-    e = _Env(env)
-    base = e.need("RUNS_API_BASE_URL", "the Runs API base URL")
-    key = e.need("RUNS_API_KEY", "the Runs API key")
-    return RunsApi(base, key, connection_id=e.get("RUNS_API_CONNECTION_ID"))
-
-
-def awaitstep_from_env(env: Mapping[str, str] | None = None) -> AwaitStep:
-    from .awaitstep import AwaitStep
-
-    e = _Env(env)
-    key = e.need("AWAITSTEP_API_KEY", "the AwaitStep API key")
-    connection = e.need("AWAITSTEP_CONNECTION_ID", "the AwaitStep connection id")
-    return AwaitStep(key, connection, **e.url("AWAITSTEP_BASE_URL"))
-
-
-def awaitstep_function_from_env(env: Mapping[str, str] | None = None) -> AwaitStepFunction:
-    from .awaitstep_function import AwaitStepFunction
-
-    return AwaitStepFunction(_Env(env).need("AWAITSTEP_FUNCTION_URL", "the function's URL"))
-
-
-def pinkfish_from_env(env: Mapping[str, str] | None = None) -> Pinkfish:
-    from .pinkfish import Pinkfish
-
-    e = _Env(env)
-    key = e.need("PINKFISH_API_KEY", "the Pinkfish API key")
-    wait = e.get("PINKFISH_WAIT") or "async"
-    if wait not in ("async", "sync"):
-        raise InvalidInputError("PINKFISH_WAIT must be 'async' or 'sync'")
-    return Pinkfish(key, wait=wait, **e.url("PINKFISH_BASE_URL"))  # type: ignore[arg-type]

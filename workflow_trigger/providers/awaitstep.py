@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ..models import ErrorInfo, Execution, Snapshot, Status
 from ..policies import PollPolicy
+from ._env import Env
 from .base import (
     Control,
     ProviderBase,
@@ -304,6 +305,7 @@ class AwaitStep(ProviderBase):
         The variables are those ``workflow-trigger --help`` lists; a missing one is an
         ``InvalidInputError`` naming it.
         """
-        from ._env import awaitstep_from_env
-
-        return awaitstep_from_env(env)
+        e = Env(env)
+        key = e.need("AWAITSTEP_API_KEY", "the AwaitStep API key")
+        connection = e.need("AWAITSTEP_CONNECTION_ID", "the AwaitStep connection id")
+        return cls(key, connection, **e.url("AWAITSTEP_BASE_URL"))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from .._secrets import Secret, excerpt
 from ..errors import InvalidInputError, UnsupportedOperation
 from ..models import ErrorInfo, Execution, Snapshot, Status
+from ._env import Env
 from .base import (
     NotJSON,
     ProviderBase,
@@ -136,6 +137,4 @@ class AwaitStepFunction(ProviderBase):
         The variables are those ``workflow-trigger --help`` lists; a missing one is an
         ``InvalidInputError`` naming it.
         """
-        from ._env import awaitstep_function_from_env
-
-        return awaitstep_function_from_env(env)
+        return cls(Env(env).need("AWAITSTEP_FUNCTION_URL", "the function's URL"))

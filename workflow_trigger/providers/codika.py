@@ -32,6 +32,7 @@ from .._secrets import Secret, excerpt
 from ..errors import APIError, AuthenticationError, InvalidInputError, ProtocolError
 from ..models import ErrorInfo, Execution, Snapshot, Status
 from ..policies import PollPolicy
+from ._env import Env
 from .base import (
     ProviderBase,
     Request,
@@ -305,6 +306,16 @@ class Codika(ProviderBase):
         The variables are those ``workflow-trigger --help`` lists; a missing one is an
         ``InvalidInputError`` naming it.
         """
-        from ._env import codika_from_env
-
-        return codika_from_env(env)
+        e = Env(env)
+        instance = e.need("CODIKA_PROCESS_INSTANCE_ID", "the Codika process instance id")
+        org_key = e.get("CODIKA_ORG_KEY")
+        api_key = e.get("CODIKA_API_KEY")
+        if api_key is None and org_key is None:
+            e.need("CODIKA_API_KEY", "the Codika instance key (or CODIKA_ORG_KEY)")
+        return cls(
+            instance,
+            api_key=api_key,
+            org_key=org_key if api_key is None else None,
+            signing_secret=e.get("CODIKA_SIGNING_SECRET"),
+            **e.url("CODIKA_BASE_URL"),
+        )

@@ -37,6 +37,7 @@ from .._secrets import REDACTED, Secret, excerpt
 from ..errors import APIError, AuthenticationError, InvalidInputError, ProtocolError
 from ..models import Artifact, ErrorInfo, Execution, Snapshot, Status, Step
 from ..policies import PollPolicy
+from ._env import Env
 from .base import (
     NotJSON,
     ProviderBase,
@@ -376,9 +377,12 @@ class Pinkfish(ProviderBase):
         The variables are those ``workflow-trigger --help`` lists; a missing one is an
         ``InvalidInputError`` naming it.
         """
-        from ._env import pinkfish_from_env
-
-        return pinkfish_from_env(env)
+        e = Env(env)
+        key = e.need("PINKFISH_API_KEY", "the Pinkfish API key")
+        wait = e.get("PINKFISH_WAIT") or "async"
+        if wait not in ("async", "sync"):
+            raise InvalidInputError("PINKFISH_WAIT must be 'async' or 'sync'")
+        return cls(key, wait=wait, **e.url("PINKFISH_BASE_URL"))  # type: ignore[arg-type]
 
 
 def _text(value: Any) -> str | None:

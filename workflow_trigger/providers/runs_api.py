@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..models import ErrorInfo, Execution, Snapshot, Status, Step
 from ..policies import PollPolicy
+from ._env import Env
 from .base import (
     Control,
     ProviderBase,
@@ -326,6 +327,7 @@ class RunsApi(ProviderBase):
         The variables are those ``workflow-trigger --help`` lists; a missing one is an
         ``InvalidInputError`` naming it.
         """
-        from ._env import runs_api_from_env
-
-        return runs_api_from_env(env)
+        e = Env(env)
+        base = e.need("RUNS_API_BASE_URL", "the Runs API base URL")
+        key = e.need("RUNS_API_KEY", "the Runs API key")
+        return cls(base, key, connection_id=e.get("RUNS_API_CONNECTION_ID"))
