@@ -18,22 +18,48 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from . import errors
-from .errors import InvalidInputError, WorkflowFailed
+from . import _errors
+from ._errors import InvalidInputError, WorkflowTriggerError
 
 __all__ = [
     "Artifact",
     "ErrorInfo",
     "Execution",
     "Outcome",
+    "PollTimeout",
     "Snapshot",
     "Status",
     "Step",
+    "WorkflowFailed",
 ]
 
 T = TypeVar("T")
 
 _TOKEN_PREFIX = "wt1."
+
+
+class PollTimeout(WorkflowTriggerError):
+    """Our own deadline passed before the execution ended.
+
+    The execution may still be running remotely: ``execution`` lets a later
+    ``wait`` (or another process, through ``execution.token()``) go on, and
+    ``snapshot`` is the last status seen (None if no poll answered).
+    """
+
+    def __init__(
+        self, message: str, *, execution: Execution, snapshot: Snapshot | None = None
+    ) -> None:
+        super().__init__(message)
+        self.execution = execution
+        self.snapshot = snapshot
+
+
+class WorkflowFailed(WorkflowTriggerError):
+    """Raised by ``Outcome.unwrap()`` when the execution did not succeed."""
+
+    def __init__(self, message: str, *, outcome: Outcome[Any]) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class Status(str, enum.Enum):
@@ -282,13 +308,12 @@ def _exception_to_wire(exc: BaseException) -> dict[str, str]:
 
 def _exception_from_wire(data: Mapping[str, str], execution: Execution | None) -> BaseException:
     name, message = data["type"], data["message"]
-    kind = getattr(errors, name, None)
-    if isinstance(kind, type) and issubclass(kind, errors.WorkflowTriggerError):
-        if kind is errors.PollTimeout and execution is not None:
-            return errors.PollTimeout(message, execution=execution)
-        if kind not in (errors.PollTimeout, errors.WorkflowFailed):
-            return kind(message)
-    return errors.WorkflowTriggerError(f"{name}: {message}")
+    if name == "PollTimeout" and execution is not None:
+        return PollTimeout(message, execution=execution)
+    kind = getattr(_errors, name, None)  # a class that needs no model
+    if isinstance(kind, type) and issubclass(kind, WorkflowTriggerError):
+        return kind(message)
+    return WorkflowTriggerError(f"{name}: {message}")
 
 
 def _make_wire_converter() -> cattrs.Converter:

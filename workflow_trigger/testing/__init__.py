@@ -94,7 +94,8 @@ every platform, the keys it accepts and a curl line (``emu.describe()``).
 from ._core import EmulatorCore, ErrorRenderer, RouteSet
 from ._emulator import Emulator, serve
 from ._execution import Execution
-from ._model import OUTCOMES, Fault, RequestRecord, Scenario
+from ._model import OUTCOMES, Fault, Scenario
+from ._records import RequestRecord
 from ._webhooks import WebhookSignatureError, sign_webhook, verify_webhook, webhook_headers
 
 __all__ = [

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._emulator import Emulator
+from ._awaitstep import AwaitStepConfig
+from ._codika import CodikaConfig
+from ._pinkfish import PinkfishConfig
+from ._runs_api import RunsApiConfig
 
 __all__ = ["describe"]
 
@@ -22,13 +23,15 @@ def _curl(url: str, headers: dict[str, str], body: object, *, include: bool = Fa
     return " ".join(parts)
 
 
-def describe(emu: Emulator) -> str:
+def describe(
+    base_url: str,
+    codika: CodikaConfig,
+    runs: RunsApiConfig,
+    awaitstep: AwaitStepConfig,
+    pinkfish: PinkfishConfig,
+) -> str:
     """Several lines: each platform's credentials and ids, a trigger curl line, the poll path."""
-    base, workflow = emu.base_url, EXAMPLE_WORKFLOW
-    codika = emu.codika
-    runs = emu.runs_api
-    awaitstep = emu.awaitstep
-    pinkfish = emu.pinkfish
+    base, workflow = base_url, EXAMPLE_WORKFLOW
     automation = pinkfish.automation_id(workflow)
     lines = [
         "Codika: process instance "

@@ -40,7 +40,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._counters import Counters
 from ._execution import Execution
 from ._faults import ErrorRenderer, FaultQueue, fault_response
-from ._model import Fault, Operation, RequestRecord, Scenario
+from ._model import Fault, Operation, Scenario
+from ._records import RequestRecord
 
 __all__ = ["EmulatorCore", "ErrorRenderer", "RouteSet"]
 

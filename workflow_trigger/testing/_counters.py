@@ -18,7 +18,7 @@ from collections.abc import Callable
 import anyio
 
 from ._execution import Execution
-from ._model import RequestRecord
+from ._records import RequestRecord
 
 __all__ = ["Counters"]
 

@@ -185,7 +185,7 @@ class Emulator(EmulatorCore):
 
     def describe(self) -> str:
         """Each platform's credentials and ids, with a ready-to-run curl line (running only)."""
-        return describe(self)
+        return describe(self.base_url, self.codika, self.runs_api, self.awaitstep, self.pinkfish)
 
     def awaitstep_function_url(self, name: str) -> str:
         """The URL standing for the Worker of the AwaitStep function ``name``."""

@@ -17,15 +17,10 @@ to its own words.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
-from multidict import CIMultiDictProxy
-
-if TYPE_CHECKING:
-    from ._execution import Execution
 
 __all__ = [
     "OPERATIONS",
@@ -33,7 +28,6 @@ __all__ = [
     "Fault",
     "FaultKind",
     "Operation",
-    "RequestRecord",
     "Scenario",
 ]
 
@@ -230,29 +224,3 @@ class Fault:
             and (self.workflow is None or self.workflow == workflow)
             and (self.platform is None or self.platform == platform)
         )
-
-
-@attrs.define
-class RequestRecord:
-    """One HTTP request as the emulator received it, and how it answered.
-
-    ``status`` is ``None`` when the connection was dropped without an answer.
-    ``body`` is filled for requests whose body the routes read (triggers).
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: CIMultiDictProxy[str]
-    received_at: float = attrs.field(factory=time.monotonic)
-    platform: str | None = None
-    operation: Operation | None = None
-    workflow_id: str | None = None
-    execution_id: str | None = None
-    body: bytes | None = None
-    fault: FaultKind | None = None
-    status: int | None = None
-    #: Set when this request started an execution.
-    started: Execution | None = None
-    #: Set when an idempotency key made this trigger return an existing execution.
-    replayed: Execution | None = None
