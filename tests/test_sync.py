@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -145,3 +146,18 @@ def test_ctrl_c_cancels_the_blocking_call(
     threading.Event().wait(FAST.interval * 5)
     assert emu.poll_requests == polls
     assert client.run("wf").ok  # the client still works afterwards
+
+
+def test_a_blocking_batch_tells_what_became_of_its_items(
+    client: wt.Client, emu: Emulator, tmp_path: pathlib.Path
+) -> None:
+    journal = tmp_path / "batch.sqlite"
+    payloads = [{"k": i} for i in range(5)]
+    first = client.run_many("wf", payloads, key=lambda p: p["k"], journal=journal)
+    assert len(list(first)) == 5 and first.counts.triggered == 5
+    again = client.run_many("wf", payloads, key=lambda p: p["k"], journal=journal)
+    assert len(list(again)) == 5
+    assert (again.counts.from_journal, again.counts.triggered) == (5, 0)
+    assert emu.triggers("wf") == 5
+    with pytest.raises(wt.UnsupportedOperation, match="counts"):
+        _ = client.watch(client.trigger("wf")).counts  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast, overload
 import anyio.from_thread
 
 from ._batch import Batch
+from ._items import BatchCounts
 from .client import DEFAULT, AsyncClient
 from .errors import InvalidInputError, UnsupportedOperation
 from .models import Artifact, Execution, Outcome, Snapshot
@@ -358,6 +359,14 @@ class BlockingIterator(Iterator[T]):
 
     def __iter__(self) -> BlockingIterator[T]:
         return self
+
+    @property
+    def counts(self) -> BatchCounts:
+        """What became of a batch's items so far (``Batch.counts``): ``run_many`` and
+        ``wait_many`` only."""
+        if not isinstance(self._iterator, Batch):
+            raise UnsupportedOperation("only a run_many or wait_many iterator has counts")
+        return self._iterator.counts
 
     def __next__(self) -> T:
         if self._ready:
