@@ -31,6 +31,7 @@ import attrs
 from ._items import BatchCounts, ItemKeys
 from ._results import structure_result
 from ._scheduler import Job, JobOptions, Scheduler
+from ._transport import loop_time
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import ItemState, Journal
 from .models import Execution, Outcome, Snapshot, Status
@@ -241,7 +242,7 @@ class Engine:
     async def _start(self, item: _Item, state: ItemState | None) -> None:
         await _acquire(self.client_slots, item)
         self._live.add(item)
-        item.deadline = self.options.deadline(anyio.current_time())
+        item.deadline = self.options.deadline(loop_time())
         if self.check_execution is not None:  # wait_many: the payload is the execution
             execution, item.payload = item.payload, None
             try:

@@ -49,7 +49,7 @@ import attrs
 import cattrs
 
 from ._state import ExecutionState
-from ._transport import DeadlineReached, Origin, Transport
+from ._transport import DeadlineReached, Origin, Transport, loop_time
 from .errors import ProtocolError, TransportError, WorkflowTriggerError
 from .events import Event, FailureEvent, OutcomeEvent, StartEvent
 from .models import Execution, Outcome, Snapshot, Status
@@ -317,7 +317,7 @@ class Scheduler:
 
     def _schedule(self, job: Job) -> None:
         assert job.state is not None
-        self._push(job, job.state.next_poll_at(anyio.current_time()))
+        self._push(job, job.state.next_poll_at(loop_time()))
 
     def _push(self, job: Job, when: float) -> None:
         job.seq = seq = next(self._order)
@@ -338,7 +338,7 @@ class Scheduler:
         """Move each job to the due queue when its timer entry comes."""
         heap, due = self._heap, self._due
         while True:
-            now = anyio.current_time() + 0.001
+            now = loop_time() + 0.001
             while heap and heap[0][0] <= now:
                 _, seq, job = heapq.heappop(heap)
                 if not job.done and seq == job.seq:
@@ -389,7 +389,7 @@ class Scheduler:
     # -- one step of one job -------------------------------------------------------------
 
     async def _trigger(self, job: Job) -> None:
-        if anyio.current_time() >= job.deadline:
+        if loop_time() >= job.deadline:
             raise trigger_not_sent(job.workflow_id)
         job.started = True  # the trigger's own deadline handling applies from here on
         if job.owner is None:
@@ -441,7 +441,7 @@ class Scheduler:
             if job.started:  # a worker has it: its request is bounded by the same deadline
                 return
             raise trigger_not_sent(job.workflow_id)
-        if state.expired(anyio.current_time()):
+        if state.expired(loop_time()):
             raise state.timeout_error()
         if job.request is None:
             job.request = self.provider.status_request(state.execution)

@@ -31,7 +31,14 @@ import anyio.abc
 
 from ._results import check_result_type, make_converter
 from ._scheduler import Job, JobOptions, Scheduler
-from ._transport import DeadlineReached, RateLimiter, Transport, TransportOptions, held
+from ._transport import (
+    DeadlineReached,
+    RateLimiter,
+    Transport,
+    TransportOptions,
+    held,
+    loop_time,
+)
 from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
 from .events import Event
 from .models import Artifact, Execution, Outcome, Snapshot
@@ -254,7 +261,7 @@ class AsyncClient:
         return Job(
             options,
             workflow_id=workflow_id,
-            deadline=options.deadline(anyio.current_time()),
+            deadline=options.deadline(loop_time()),
             **fields,
         )
 
@@ -309,7 +316,7 @@ class AsyncClient:
         self._check_execution(execution, polled=True)
         seconds = self._timeout(timeout)
         scheduler = self._running()
-        deadline = anyio.current_time() + seconds if seconds is not None else math.inf
+        deadline = loop_time() + seconds if seconds is not None else math.inf
         async with held(self._slots):
             try:
                 return await scheduler.status(execution, deadline=deadline)

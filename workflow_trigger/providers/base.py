@@ -333,7 +333,8 @@ class ProviderBase:
         return None, None
 
 
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+#: what may not be in an id we send: control characters, lone surrogates (one search)
+_NOT_SENDABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def path_segment(value: Any, what: str) -> str:
@@ -351,7 +352,7 @@ def path_segment(value: Any, what: str) -> str:
             f"{what} is {len(value):,} characters long, over the {MAX_ID_LENGTH} an id may "
             f"have ({excerpt(value, 40)!r}); pass the id the platform gave"
         )
-    if value in {".", ".."} or _CONTROL_CHARACTER.search(value) or _SURROGATE.search(value):
+    if value in {".", ".."} or _NOT_SENDABLE.search(value):
         raise InvalidInputError(
             f"{what} {value!r} is not a valid identifier: it may not be '.' or '..' "
             "or contain control characters or lone surrogates"
