@@ -291,17 +291,7 @@ class Scheduler:
         if job.done:
             return
         job.cancel(let_trigger_finish=let_trigger_finish)
-        if self.emit is not None and job.tracked:
-            state = job.state
-            event = FailureEvent(
-                provider=self.provider.kind,
-                job=job.id,
-                workflow_id=job.workflow_id,
-                execution=job.execution,
-                error="Cancelled",
-                polls=state.polls if state is not None else 0,
-            )
-            self._report_event(job, event)
+        self._report_failure(job, "Cancelled")
 
     def start_waiting(self, job: Job, execution: Execution, first: Snapshot | None) -> None:
         job.execution = execution
@@ -479,17 +469,8 @@ class Scheduler:
     async def _fail(self, job: Job, error: WorkflowTriggerError) -> None:
         if job.options.cancel_remote and job.execution is not None and not job.cancelled:
             await self.cancel_remote(job.execution, job)
-        if self.emit is not None and job.tracked and not job.cancelled:
-            state = job.state
-            event = FailureEvent(
-                provider=self.provider.kind,
-                job=job.id,
-                workflow_id=job.workflow_id,
-                execution=job.execution,
-                error=type(error).__name__,
-                polls=state.polls if state is not None else 0,
-            )
-            self._report_event(job, event)
+        if not job.cancelled:
+            self._report_failure(job, type(error).__name__)
         await self._end(job, error=error)
 
     async def _end(
@@ -536,6 +517,21 @@ class Scheduler:
             outcome.raw_status,
             outcome.polls,
         )
+
+    def _report_failure(self, job: Job, error: str) -> None:
+        """A call's job ended without an outcome: its ``FailureEvent``."""
+        if self.emit is None or not job.tracked:
+            return
+        state = job.state
+        event = FailureEvent(
+            provider=self.provider.kind,
+            job=job.id,
+            workflow_id=job.workflow_id,
+            execution=job.execution,
+            error=error,
+            polls=state.polls if state is not None else 0,
+        )
+        self._report_event(job, event)
 
     def _report_event(self, job: Job, event: Event) -> None:
         assert self.emit is not None
