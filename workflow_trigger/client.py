@@ -273,9 +273,14 @@ class AsyncClient:
             scheduler.submit(job)
             try:
                 hook = job.options.on_snapshot
-                async for snapshot in job.updates():
-                    if hook is not None and inspect.isawaitable(result := hook(snapshot)):
-                        await result
+                if hook is None:  # the common case: one wait, no generator to keep
+                    while not job.done:
+                        assert job.wake is not None
+                        await job.wake.wait()
+                else:
+                    async for snapshot in job.updates():
+                        if inspect.isawaitable(result := hook(snapshot)):
+                            await result
             except BaseException:
                 ended = job.done and not job.cancelled
                 scheduler.withdraw(job)
