@@ -143,3 +143,18 @@ async def test_describe_lists_credentials_and_working_curl_lines(emulator: Emula
         "awaitstep",
         "pinkfish",
     }
+
+
+def test_one_request_sees_one_instant_of_every_run_clock() -> None:
+    import time
+
+    from workflow_trigger.testing._clock import RunClock, catch_up, one_instant
+
+    clock = RunClock(time.monotonic())
+    with one_instant():
+        first = clock.now()
+        time.sleep(0.005)  # time passes, the answer being rendered does not see it
+        assert clock.now() == first
+        catch_up()  # a handler that waited on purpose sees the time it waited
+        assert clock.now() > first
+    assert clock.now() > first + 0.004

@@ -11,11 +11,42 @@ keeps the history needed to tell *when* the run time reached a given point
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 
 import attrs
 
-__all__ = ["RunClock"]
+__all__ = ["RunClock", "catch_up", "one_instant"]
+
+#: within one request, every run clock reads this instant: an answer shows one state
+_INSTANT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "workflow_trigger_emulator_instant", default=None
+)
+
+
+def _monotonic() -> float:
+    instant = _INSTANT.get()
+    return time.monotonic() if instant is None else instant
+
+
+def catch_up() -> None:
+    """Move the request's instant to now (a handler that waited for time to pass)."""
+    if _INSTANT.get() is not None:
+        _INSTANT.set(time.monotonic())
+
+
+@contextlib.contextmanager
+def one_instant() -> Iterator[None]:
+    """Make every run clock read one instant meanwhile (the emulator handles each request
+    in one): the status a response shows, its steps and what the counters note of it
+    then agree, however long the handler takes to render them."""
+    token = _INSTANT.set(time.monotonic())
+    try:
+        yield
+    finally:
+        _INSTANT.reset(token)
 
 
 @attrs.frozen
@@ -38,12 +69,13 @@ class RunClock:
         self._segments.append(_Segment(self.started, 0.0, True, self.limit))
 
     def _value(self, segment: _Segment, at: float) -> float:
+        at = max(at, segment.since)  # an instant taken before this segment began
         value = segment.base + (at - segment.since if segment.going else 0.0)
         return value if segment.limit is None else min(value, segment.limit)
 
     def now(self) -> float:
         """The run time at this moment."""
-        return self._value(self._segments[-1], time.monotonic())
+        return self._value(self._segments[-1], _monotonic())
 
     @property
     def going(self) -> bool:
@@ -60,7 +92,7 @@ class RunClock:
         return self._segments[-1].since
 
     def _next(self, *, going: bool, limit: float | None) -> None:
-        at = time.monotonic()
+        at = _monotonic()
         self._segments.append(_Segment(at, self._value(self._segments[-1], at), going, limit))
 
     def pause(self) -> None:
@@ -75,7 +107,7 @@ class RunClock:
         """Move the run time forward by ``seconds`` at once (never past a gate)."""
         if seconds < 0:
             raise ValueError("a run clock only moves forward")
-        at = time.monotonic()
+        at = _monotonic()
         last = self._segments[-1]
         base = self._value(last, at) + seconds
         if last.limit is not None:
@@ -89,7 +121,7 @@ class RunClock:
 
     def reached_at(self, point: float) -> float | None:
         """The monotonic time at which the run time reached ``point``, or ``None`` if not yet."""
-        now = time.monotonic()
+        now = _monotonic()
         for index, segment in enumerate(self._segments):
             if segment.base >= point:
                 return segment.since

@@ -37,6 +37,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ._clock import one_instant
 from ._counters import Counters
 from ._execution import Execution
 from ._faults import ErrorRenderer, FaultQueue, fault_response
@@ -239,7 +240,8 @@ class EmulatorCore(Counters):
         self._count_request(record)
         token = _current.set(record)
         try:
-            response = await handler(request)
+            with one_instant():
+                response = await handler(request)
         except web.HTTPException as exc:  # the router's 404 / 405
             record.status = exc.status
             raise

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 import anyio
 import attrs
 
-from ._clock import RunClock
+from ._clock import RunClock, catch_up
 from ._model import Scenario
 
 __all__ = ["Execution", "State"]
@@ -113,6 +113,7 @@ class Execution:
     async def settle(self, limit: float = math.inf) -> bool:
         """Wait up to ``limit`` seconds for the run to finish; return whether it has."""
         deadline = time.monotonic() + limit
+        catch_up()
         while not self.finished:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -120,6 +121,7 @@ class Execution:
             clock = self.clock
             step = self.duration - clock.now() if clock.going and not clock.gated else 0.02
             await anyio.sleep(min(left, max(step, 0.001)))
+            catch_up()  # the answer shows the run as it is now, not as the request came
         return True
 
     # -- control ---------------------------------------------------------------

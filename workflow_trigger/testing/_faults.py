@@ -18,6 +18,7 @@ import anyio
 import attrs
 from aiohttp import web
 
+from ._clock import catch_up
 from ._model import Fault, Operation
 
 __all__ = ["ErrorRenderer", "FaultQueue", "fault_response"]
@@ -76,6 +77,7 @@ async def fault_response(
     """The response ``fault`` makes for ``request``; ``None`` means answer normally."""
     if fault.kind == "slow":
         await anyio.sleep(fault.delay)
+        catch_up()  # then answer as things are now
         return None
     if fault.kind == "drop":
         await request.read()
