@@ -29,8 +29,9 @@ import anyio.lowlevel
 import attrs
 
 from ._items import BatchCounts, ItemKeys
+from ._job import Job, JobOptions
 from ._results import structure_result
-from ._scheduler import Job, JobOptions, Scheduler
+from ._scheduler import Scheduler
 from ._transport import loop_time
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import ItemState, Journal

@@ -31,8 +31,6 @@ business (``_state.py``, pure); this module only does the waiting and the I/O.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import heapq
 import itertools
 import logging
@@ -40,24 +38,25 @@ import math
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
 import attrs
 import cattrs
 
+from ._job import Job
 from ._state import ExecutionState
 from ._transport import DeadlineReached, Origin, Transport, loop_time
 from .errors import ProtocolError, TransportError, WorkflowTriggerError
 from .events import Event, FailureEvent, OutcomeEvent, StartEvent
 from .models import Execution, Outcome, Snapshot, Status
 from .policies import PollPolicy, RetryPolicy
-from .providers.base import Control, Provider, Request, TriggerContext, TriggerOptions
+from .providers.base import Control, Provider, Request, TriggerContext
 
-__all__ = ["Job", "JobOptions", "Owner", "Scheduler"]
+__all__ = ["Scheduler"]
 
 logger = logging.getLogger("workflow_trigger")
 
@@ -78,173 +77,6 @@ def trigger_not_sent(workflow_id: str) -> TransportError:
         f"the deadline passed before the trigger of {workflow_id!r} could be sent (every "
         "connection for triggers was busy): nothing was sent; raise timeout= or lower the load"
     )
-
-
-class Owner(Protocol):
-    """A batch that owns jobs: told of each step instead of an event being set."""
-
-    async def before_trigger(self, job: Job) -> None:
-        """Just before the trigger is sent (the journal records the intent here)."""
-
-    async def triggered(self, job: Job) -> None:
-        """The trigger answered: ``job.execution`` is known (the journal records it)."""
-
-    def trigger_settled(self, job: Job) -> None:
-        """The trigger step is over, however it ended (after ``triggered`` if it answered)."""
-
-    async def changed(self, job: Job, snapshot: Snapshot) -> None:
-        """A change of status or steps (only for jobs that report them)."""
-
-    async def ended(self, job: Job) -> None:
-        """``job.outcome`` or ``job.error`` is set."""
-
-
-@attrs.frozen(kw_only=True)
-class JobOptions:
-    """What a call asked of its execution(s); one shared by every item of a batch."""
-
-    timeout: float | None = None  # seconds from the job's start; None: no end
-    result_type: type[Any] | None = None
-    on_snapshot: Callable[[Snapshot], object] | None = None
-    cancel_remote: bool = False
-    #: the caller's contextvars, where its hooks and events run
-    context: contextvars.Context | None = None
-    #: a watch: each change is collected for the caller, and no result is fetched
-    snapshots_only: bool = False
-
-    @property
-    def reports(self) -> bool:
-        """Whether each change of status or steps is reported (to the owner or the caller)."""
-        return self.on_snapshot is not None or self.snapshots_only
-
-    def deadline(self, now: float) -> float:
-        return now + self.timeout if self.timeout is not None else math.inf
-
-
-class Wake:
-    """A one-shot wake-up for a single call's caller, waiting on a bare future made only
-    when the caller waits. (An ``anyio.Event`` is an asyncio ``Event`` with a deque of
-    waiters and a future: about 900 bytes per waiting call, where this is about 150; and
-    aiohttp ties the client to asyncio anyway.) Cancelling the waiter cancels the wait."""
-
-    __slots__ = ("_future", "_set")
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-
-    async def wait(self) -> None:
-        if not self._set:
-            self._future = asyncio.get_running_loop().create_future()
-            await self._future
-
-
-class Job:
-    """One execution the scheduler works on, from its trigger (if any) to its end."""
-
-    __slots__ = (
-        "cancelled",
-        "changes",
-        "deadline",
-        "done",
-        "error",
-        "execution",
-        "id",
-        "options",
-        "outcome",
-        "owner",
-        "payload",
-        "request",
-        "scope",
-        "seq",
-        "started",
-        "state",
-        "trigger_only",
-        "trigger_options",
-        "triggering",
-        "wake",
-        "workflow_id",
-    )
-
-    def __init__(
-        self,
-        options: JobOptions,
-        *,
-        workflow_id: str,
-        deadline: float,
-        payload: Any = None,
-        execution: Execution | None = None,
-        trigger_options: TriggerOptions | None = None,
-        trigger_only: bool = False,
-        owner: Owner | None = None,
-    ) -> None:
-        self.options = options
-        self.id = next(_ids)
-        self.workflow_id = workflow_id
-        self.deadline = deadline
-        self.payload = payload
-        self.execution = execution
-        self.trigger_options = trigger_options or _NO_OPTIONS
-        self.trigger_only = trigger_only
-        self.owner = owner
-        self.state: ExecutionState | None = None
-        self.request: Request | None = None
-        self.outcome: Outcome[Any] | None = None
-        self.error: WorkflowTriggerError | None = None
-        self.done = False  # ended, or cancelled: no worker touches it any more
-        self.cancelled = False
-        self.started = False  # a worker took its trigger
-        self.triggering = False  # its trigger is on the wire
-        self.scope: anyio.CancelScope | None = None
-        self.seq = -1  # the timer entry that counts (older ones are skipped)
-        #: the changes the caller's task has yet to see (a single call that reports them)
-        self.changes: deque[Snapshot] | None = (
-            deque() if owner is None and options.reports else None
-        )
-        #: set when the job ends or has a change, for a single call's caller
-        self.wake: Wake | None = Wake() if owner is None else None
-
-    @property
-    def context(self) -> contextvars.Context | None:
-        return self.options.context
-
-    @property
-    def tracked(self) -> bool:
-        """Whether the job ends in an outcome, so its start and end are reported as events
-        (not a bare trigger, not a watch)."""
-        return not self.trigger_only and not self.options.snapshots_only
-
-    def fields(self) -> dict[str, Any]:
-        """What a batch adds to this job's ``Outcome`` (index, key...)."""
-        return {}
-
-    async def updates(self) -> AsyncIterator[Snapshot]:
-        """For a single call's caller: each change it reports, until the job is done."""
-        assert self.wake is not None
-        while not self.done or self.changes:
-            if not self.changes:
-                await self.wake.wait()
-                self.wake = Wake()
-            while self.changes:
-                yield self.changes.popleft()
-
-    def cancel(self, *, let_trigger_finish: bool = False) -> None:
-        """Take the job out of the scheduler; with ``let_trigger_finish``, a trigger on
-        the wire still gets its answer (and its owner's ``triggered``), nothing after."""
-        if self.done:
-            return
-        self.done = self.cancelled = True
-        if self.scope is not None and not (let_trigger_finish and self.triggering):
-            self.scope.cancel()
-
-
-_NO_OPTIONS = TriggerOptions()
-_ids = itertools.count(1)
 
 
 class Scheduler:

@@ -29,8 +29,9 @@ import aiohttp
 import anyio
 import anyio.abc
 
+from ._job import Job, JobOptions
 from ._results import check_result_type, make_converter
-from ._scheduler import Job, JobOptions, Scheduler
+from ._scheduler import Scheduler
 from ._transport import (
     DeadlineReached,
     RateLimiter,
