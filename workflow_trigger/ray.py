@@ -178,6 +178,17 @@ def _settings(
     )
 
 
+def worker_options(settings: _Settings, options: dict[str, Any], count: int) -> dict[str, Any]:
+    """Each worker's client options: the batch's rate limit split between ``count`` workers
+    (the driver bounds ``concurrency`` for the whole batch)."""
+    options = dict(options)
+    rate = settings.options.rate_limit or settings.provider.default_rate_limit
+    if rate:
+        options["rate_limit"] = rate / count
+    options.setdefault("max_concurrency", settings.concurrency)
+    return options
+
+
 class _Driver:
     """One batch at the driver: pulls, dispatches, listens, journals, delivers."""
 
@@ -289,13 +300,7 @@ class _Driver:
         return max(1, int(resources.get("CPU", 1)))
 
     def _worker_options(self, count: int) -> dict[str, Any]:
-        """Each worker's client options: the batch's limits split between ``count`` workers."""
-        options = dict(self.client_options)
-        rate = self.s.options.rate_limit or self.provider.default_rate_limit
-        if rate:
-            options["rate_limit"] = rate / count
-        options.setdefault("max_concurrency", self.s.concurrency)
-        return options
+        return worker_options(self.s, self.client_options, count)
 
     def _spawn(self, listeners: anyio.abc.TaskGroup, options: dict[str, Any]) -> None:
         actor = _RemoteWorker.options(
@@ -518,17 +523,22 @@ class RayBatch(Generic[T]):
         return self._driver.lost
 
     async def worker_pids(self) -> list[int]:
-        """The process ids of the live workers (once the batch has started)."""
+        """The process ids of the live workers (once the batch has started: inside its
+        ``async with``, or after the first outcome)."""
         live = [w for w in self._driver.workers if w.live]
         return [int(await w.actor.pid.remote()) for w in live]
 
     def __aiter__(self) -> RayBatch[T]:
         return self
 
-    async def __anext__(self) -> Outcome[T]:
+    def _start(self) -> None:
         driver = self._driver
         if driver.task is None:
             driver.task = asyncio.get_running_loop().create_task(driver.drive())
+
+    async def __anext__(self) -> Outcome[T]:
+        driver = self._driver
+        self._start()
         try:
             try:
                 outcome = driver.receive.receive_nowait()
@@ -556,6 +566,7 @@ class RayBatch(Generic[T]):
         return items
 
     async def __aenter__(self) -> RayBatch[T]:
+        self._start()  # the workers start now, not at the first outcome asked for
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
