@@ -392,8 +392,11 @@ async def batch(args: Any) -> int:
             async for outcome in outcomes:
                 record(outcome)
             tally = outcomes.counts
+            workers = getattr(outcomes, "workers", None), getattr(outcomes, "workers_lost", 0)
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
+    if workers[0] is not None:
+        console.print(f"ran on {workers[0]} Ray workers ({workers[1]} died and were replaced)")
     if args.journal:
         console.print(
             f"{tally.from_journal} from the journal, {tally.resumed} resumed from a token, "

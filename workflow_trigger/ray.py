@@ -205,6 +205,7 @@ class _Driver:
         self.counts = BatchCounts()
         #: workers written off (died), over the batch
         self.lost = 0
+        self.started_with = 0
         self.journal: Journal | None = None
         self.workers: list[_Worker] = []
         self.task: asyncio.Task[None] | None = None
@@ -249,7 +250,7 @@ class _Driver:
                     )
                     await writer.start(self.journal.run_writer)
                 async with anyio.create_task_group() as listeners:
-                    count = self._worker_count()
+                    count = self.started_with = self._worker_count()
                     self._replacements = count
                     options = self._worker_options(count)
                     for _ in range(count):
@@ -286,8 +287,11 @@ class _Driver:
             return
         common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
         if self.s.address is None:
-            ray.init(
-                num_cpus=self.s.workers or os.cpu_count() or 1, include_dashboard=False, **common
+            ray.init(  # "local": a cluster of its own, even where another one runs
+                address="local",
+                num_cpus=self.s.workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                **common,
             )
         else:
             ray.init(address=self.s.address, **common)
@@ -516,6 +520,11 @@ class RayBatch(Generic[T]):
     def counts(self) -> BatchCounts:
         """What became of the items so far (as ``Batch.counts``)."""
         return self._driver.counts
+
+    @property
+    def workers(self) -> int:
+        """How many workers the batch started with (0 before it started)."""
+        return self._driver.started_with
 
     @property
     def workers_lost(self) -> int:
