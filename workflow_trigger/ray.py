@@ -72,6 +72,8 @@ T = TypeVar("T")
 #: items per chunk sent to a worker: one actor call each
 _CHUNK = 256
 _YIELD_EVERY = 64
+#: seconds the dispatcher lets items gather before it sends a chunk
+_LINGER = 0.02
 _RemoteWorker = ray.remote(Worker)
 
 
@@ -394,7 +396,9 @@ class _Driver:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            await anyio.lowlevel.checkpoint()  # the puller adds what it can first
+            # the slots of one events call free together: let the puller fill them first,
+            # so that one chunk (one actor call) carries them all
+            await anyio.sleep(_LINGER)
             while self._ready and any(w.live for w in self.workers):
                 chunk = [self._ready.popleft() for _ in range(min(_CHUNK, len(self._ready)))]
                 await self._intend([item for item in chunk if item.token is None])
