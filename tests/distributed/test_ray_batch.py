@@ -6,6 +6,7 @@ emulator on loopback, and would fail if the feature it names broke.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -195,3 +196,13 @@ def test_the_core_never_imports_ray() -> None:
         "assert 'ray' not in sys.modules, 'ray imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_a_provider_can_be_built_on_each_worker_by_a_function(emulator: Emulator) -> None:
+    emulator.scenario("wf", Scenario(duration=0.05, result=lambda p: p))
+    build = functools.partial(
+        wt.Codika, emulator.codika_instance_id, api_key="ck_test_key", base_url=emulator.base_url
+    )
+    async with wt_ray.run_many_async(build, "wf", payloads(10), workers=2, poll=POLL) as batch:
+        outcomes = [o async for o in batch]
+    assert sorted(o.result["k"] for o in outcomes if o.ok) == list(range(10))
