@@ -241,7 +241,7 @@ class _Driver:
             self.scope = anyio.CancelScope()
             if self._stopped:
                 self.scope.cancel()
-            self._join_cluster()
+            self.join_cluster()
             async with self.send, anyio.create_task_group() as writer:
                 if self.s.journal is not None:
                     self.journal = await Journal.open(
@@ -284,7 +284,8 @@ class _Driver:
             self.send.close()
             self.finished.set()
 
-    def _join_cluster(self) -> None:
+    def join_cluster(self) -> None:
+        """Connect this process to Ray, starting a local cluster for ``address=None``."""
         if ray.is_initialized():  # this process is already connected: use that cluster
             return
         common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -670,6 +671,9 @@ def run_many(
 
 
 def _blocking(batch: RayBatch[T], limit: int) -> Iterator[Outcome[T]]:
+    # Ray is joined from the caller's thread (the main one, in a script: Ray sets its
+    # signal handlers there), not from the portal's
+    batch._driver.join_cluster()
     with anyio.from_thread.start_blocking_portal() as portal:
         try:
             while True:

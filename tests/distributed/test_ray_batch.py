@@ -206,3 +206,31 @@ async def test_a_provider_can_be_built_on_each_worker_by_a_function(emulator: Em
     async with wt_ray.run_many_async(build, "wf", payloads(10), workers=2, poll=POLL) as batch:
         outcomes = [o async for o in batch]
     assert sorted(o.result["k"] for o in outcomes if o.ok) == list(range(10))
+
+
+async def test_the_blocking_run_many_yields_every_outcome_and_stops_when_left(
+    emulator: Emulator,
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.05, result=lambda p: p))
+    emulator.scenario("slow", Scenario(duration=60.0))
+    provider = codika(emulator)
+
+    def whole() -> list[wt.Outcome[Any]]:
+        return list(wt_ray.run_many(provider, "wf", payloads(30), workers=2, poll=POLL))
+
+    def leave_early() -> int:
+        outcomes = wt_ray.run_many(
+            provider, "slow", [*payloads(1), *payloads(20)], key=lambda p: p["k"], poll=POLL
+        )
+        for outcome in outcomes:  # the duplicate key ends first: leave at it
+            assert isinstance(outcome.exception, wt.InvalidInputError)
+            break
+        outcomes.close()  # what a for loop's end does when the iterator is dropped
+        return emulator.poll_requests
+
+    outcomes = await anyio.to_thread.run_sync(whole)
+    assert sorted(o.result["k"] for o in outcomes) == list(range(30))
+    with anyio.fail_after(60):
+        polls = await anyio.to_thread.run_sync(leave_early)
+    await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
+    assert emulator.poll_requests == polls
