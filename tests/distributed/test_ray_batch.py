@@ -150,10 +150,10 @@ async def test_the_rate_limit_holds_for_the_whole_batch_not_per_worker(
 
 
 def test_the_workers_share_the_platform_s_default_rate_limit() -> None:
-    from workflow_trigger.ray import _settings, worker_options
+    from workflow_trigger._ray_driver import settings, worker_options
 
     provider = wt.RunsApi("http://127.0.0.1:9", "wfk_test_key")
-    settings = _settings(
+    checked = settings(
         provider,
         "wf",
         [],
@@ -167,7 +167,7 @@ def test_the_workers_share_the_platform_s_default_rate_limit() -> None:
         fail_fast=False,
         client_options={},
     )
-    options = worker_options(settings, {}, 4)
+    options = worker_options(checked, {}, 4)
     assert options["rate_limit"] == pytest.approx(500 / 60 / 4)
 
 
@@ -192,7 +192,8 @@ def test_a_provider_travels_to_a_worker_with_its_credentials() -> None:
 def test_the_core_never_imports_ray() -> None:
     code = (
         "import sys, workflow_trigger, workflow_trigger.cli, workflow_trigger.testing, "
-        "workflow_trigger._cli_commands, workflow_trigger._ray_worker\n"
+        "workflow_trigger._cli_commands, workflow_trigger._ray_worker, "
+        "workflow_trigger._ray_driver\n"
         "assert 'ray' not in sys.modules, 'ray imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
