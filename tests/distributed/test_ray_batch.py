@@ -235,3 +235,22 @@ async def test_the_blocking_run_many_yields_every_outcome_and_stops_when_left(
         polls = await anyio.to_thread.run_sync(leave_early)
     await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
     assert emulator.poll_requests == polls
+
+
+async def test_an_item_s_deadline_and_fail_fast_work_as_in_one_process(emulator: Emulator) -> None:
+    emulator.scenario("slow", Scenario(duration=60.0))
+    async with wt_ray.run_many_async(
+        codika(emulator), "slow", payloads(6), workers=2, timeout=0.5, poll=POLL
+    ) as batch:
+        late = [o async for o in batch]
+    assert {type(o.exception) for o in late} == {wt.PollTimeout}
+    assert all(o.execution is not None for o in late)  # triggered: the run may go on
+
+    emulator.inactive = True  # every trigger is refused (HTTP 412)
+    with pytest.raises(wt.WorkflowTriggerError):
+        async with wt_ray.run_many_async(
+            codika(emulator), "slow", payloads(50), workers=2, concurrency=5, fail_fast=True
+        ) as failing:
+            async for _ in failing:
+                pass
+    assert failing.counts.triggered < 50  # it stopped at the first
