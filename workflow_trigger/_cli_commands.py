@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -56,13 +57,50 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-def _client(provider: Provider, args: Any) -> AsyncClient:
+def _client_options(provider: Provider, args: Any) -> dict[str, Any]:
     poll = None
     if getattr(args, "interval", None):
         poll = PollPolicy(interval=args.interval, timeout=provider.default_poll.timeout)
-    return AsyncClient(
-        provider, poll=poll, allow_insecure_http=getattr(args, "allow_insecure_http", False)
-    )
+    return {"poll": poll, "allow_insecure_http": getattr(args, "allow_insecure_http", False)}
+
+
+def _client(provider: Provider, args: Any) -> AsyncClient:
+    return AsyncClient(provider, **_client_options(provider, args))
+
+
+@contextlib.asynccontextmanager
+async def _outcomes(provider: Provider, args: Any, payloads: _Input) -> AsyncIterator[Any]:
+    """The batch: in this process, or with ``--workers`` / ``--ray-address`` over Ray."""
+    options: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "timeout": _timeout(args),
+        "key": payloads.key if args.key else None,
+        "journal": args.journal,
+        "fail_fast": args.fail_fast,
+    }
+    if args.workers is None and args.ray_address is None:
+        async with (
+            _client(provider, args) as client,
+            client.run_many(args.workflow, payloads, **options) as outcomes,
+        ):
+            yield outcomes
+        return
+    try:  # only here: the core never imports ray
+        from . import ray as wt_ray
+    except ImportError as exc:
+        raise InvalidInputError(
+            f'--workers and --ray-address need Ray ({exc}): pip install "workflow-trigger[ray]"'
+        ) from exc
+    options.update(_client_options(provider, args))
+    async with wt_ray.run_many_async(
+        provider,
+        args.workflow,
+        payloads,
+        workers=args.workers,
+        address=args.ray_address,
+        **options,
+    ) as outcomes:
+        yield outcomes
 
 
 def _not_finished(execution: Execution, snapshot: Snapshot | None, why: str) -> None:
@@ -350,22 +388,15 @@ async def batch(args: Any) -> int:
             record(outcome)
 
         payloads.on_bad_line = bad_line
-        async with _client(provider, args) as client:
-            outcomes = client.run_many(
-                args.workflow,
-                payloads,
-                concurrency=args.concurrency,
-                timeout=_timeout(args),
-                key=payloads.key if args.key else None,
-                journal=args.journal,
-                fail_fast=args.fail_fast,
-            )
-            async with outcomes:
-                async for outcome in outcomes:
-                    record(outcome)
+        async with _outcomes(provider, args, payloads) as outcomes:
+            async for outcome in outcomes:
+                record(outcome)
             tally = outcomes.counts
+            workers = getattr(outcomes, "workers", None), getattr(outcomes, "workers_lost", 0)
     succeeded = counts.pop("succeeded", 0)
     console.print(f"{succeeded} succeeded, {sum(counts.values())} did not; see {args.output}")
+    if workers[0] is not None:
+        console.print(f"ran on {workers[0]} Ray workers ({workers[1]} died and were replaced)")
     if args.journal:
         console.print(
             f"{tally.from_journal} from the journal, {tally.resumed} resumed from a token, "

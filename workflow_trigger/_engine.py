@@ -39,7 +39,7 @@ from .models import Execution, Outcome, Snapshot, Status
 from .policies import check_count
 from .providers.base import TriggerOptions
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "no_run_started"]
 
 #: how many items the driver starts before it lets the event loop run
 _YIELD_EVERY = 64
@@ -312,7 +312,7 @@ class Engine:
         self._deliver(job.outcome)
 
     async def ended_with(self, item: _Item, exc: WorkflowTriggerError) -> None:
-        if self.journal is not None and item.execution is None and _no_run_started(exc):
+        if self.journal is not None and item.execution is None and no_run_started(exc):
             await self.journal.record_refused(item.key)
         snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
         self._end(item)
@@ -355,7 +355,7 @@ class Engine:
         return attrs.evolve(outcome, result=result, index=index, key=key)
 
 
-def _no_run_started(exc: WorkflowTriggerError) -> bool:
+def no_run_started(exc: WorkflowTriggerError) -> bool:
     """Whether a failed trigger certainly started no run (so a re-run may trigger afresh)."""
     if isinstance(exc, InvalidInputError) and exc.status_code is None:
         return True  # refused by the SDK before sending

@@ -165,6 +165,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at the first item that fails or the first bad input line",
     )
+    batch.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="spread the batch over N worker processes with Ray (the ray extra); without "
+        "--ray-address, on a local cluster started for it",
+    )
+    batch.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the workers on this Ray cluster ('auto', 'ray://host:10001'); "
+        "--workers defaults to one per CPU of the cluster",
+    )
     connection(batch)
 
     for name, text in (

@@ -1,0 +1,261 @@
+"""workflow_trigger.ray against the emulator: correctness under a SIGKILL, CPU per execution,
+and the scaling model. One run, printed.
+
+    .venv/bin/pip install -e ".[test,ray,bench]"
+    .venv/bin/python benchmarks/ray_batch.py            # --n 10000 --skip-kill ...
+
+1. Correctness: a 2,000-item batch over 2 workers against the in-process
+   emulator (Codika, then the Runs API), one worker SIGKILLed once a quarter
+   of the outcomes are in. Printed: outcomes delivered and distinct keys,
+   runs started per key, keys started twice and whether each is flagged
+   ``possibly_duplicated``.
+2. Overhead: the client CPU per execution of ``Client.run_many`` in one
+   process and of ``workflow_trigger.ray.run_many`` over 2 workers (driver +
+   workers, read with ``getrusage`` and psutil from the workers' pids), on
+   the same workload, each against a fresh emulator in its own process
+   (``_fanout_server.py``), so the emulator's CPU is in neither figure. The
+   Ray cluster is started before the clock starts; the workers' own start
+   (importing the SDK and Ray) is shown apart.
+3. Scaling: requests per CPU-second of the client, measured, times cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import ray
+
+import workflow_trigger as wt
+import workflow_trigger.ray as wt_ray
+from workflow_trigger.testing import Emulator, Scenario
+
+HERE = Path(__file__).resolve().parent
+MANY = 1_000_000
+
+
+def cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: Ray's core worker too
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+# -- 1. correctness ------------------------------------------------------------------------
+
+
+async def correctness(platform: str, n: int) -> None:
+    async with Emulator(seed=0, runs_api_rate_limit=MANY, runs_api_read_rate_limit=MANY) as emu:
+        emu.scenario("wf", Scenario(duration=(0.5, 2.0), result=lambda p: p))
+        provider: wt.Provider = (
+            wt.RunsApi(emu.base_url, emu.runs_api_api_key)
+            if platform == "runs_api"
+            else wt.Codika("pi_test", api_key="ck_test_key", base_url=emu.base_url)
+        )
+        outcomes: list[wt.Outcome[Any]] = []
+        started = time.perf_counter()
+        async with wt_ray.run_many_async(
+            provider,
+            "wf",
+            ({"k": i} for i in range(n)),
+            workers=2,
+            concurrency=400,
+            key=lambda p: p["k"],
+            poll=wt.PollPolicy(interval=0.25, jitter=0.0, timeout=120.0),
+            rate_limit=1e6,
+        ) as batch:
+            async for outcome in batch:
+                outcomes.append(outcome)
+                if len(outcomes) == n // 4:
+                    os.kill((await batch.worker_pids())[0], signal.SIGKILL)
+        wall = time.perf_counter() - started
+        keys = Counter(o.key for o in outcomes)
+        runs = Counter(e.payload["k"] for e in emu.executions)
+        twice = {k for k, c in runs.items() if c > 1}
+        flagged = {o.key for o in outcomes if o.possibly_duplicated}
+        print(
+            f"  {platform:<8} {n} items, 2 workers, {batch.workers_lost} SIGKILLed: "
+            f"{len(outcomes)} outcomes, {len(keys)} distinct keys (max {max(keys.values())} "
+            f"per key), {sum(not o.ok for o in outcomes)} not ok; runs per key: max "
+            f"{max(runs.values())}, {len(twice)} keys started twice, all flagged: "
+            f"{twice <= flagged} ({len(flagged)} flagged); idempotent replays "
+            f"{emu.idempotent_replays}; {wall:.1f} s"
+        )
+
+
+# -- 2. overhead -----------------------------------------------------------------------------
+
+
+class Server:
+    """A fresh emulator in its own process (so its CPU is nobody's)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "_fanout_server.py"),
+                "--min",
+                str(low),
+                "--max",
+                str(high),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+
+    def requests(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/_bench/stats") as answer:
+            return int(json.load(answer)["requests"])
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def codika(url: str) -> wt.Codika:
+    return wt.Codika("pi_test", api_key="ck_test_key", base_url=url)
+
+
+async def one_process(url: str, args: argparse.Namespace) -> dict[str, float]:
+    cpu, started, ok = cpu_self(), time.perf_counter(), 0
+    async with wt.AsyncClient(codika(url), poll=args.poll) as client:
+        batch = client.run_many(
+            "fanout", ({"i": i} for i in range(args.n)), concurrency=args.concurrency
+        )
+        async with batch:
+            async for outcome in batch:
+                ok += outcome.ok
+    return {"cpu": cpu_self() - cpu, "wall": time.perf_counter() - started, "ok": ok}
+
+
+async def over_ray(url: str, args: argparse.Namespace, n: int | None = None) -> dict[str, float]:
+    n = args.n if n is None else n
+    cpu, started, ok = cpu_self(), time.perf_counter(), 0
+    pids: list[int] = []
+    at_end = 0.0
+    async with wt_ray.run_many_async(
+        codika(url),
+        "fanout",
+        ({"i": i} for i in range(n)),
+        workers=args.workers,
+        concurrency=args.concurrency,
+        poll=args.poll,
+    ) as batch:
+        async for outcome in batch:
+            ok += outcome.ok
+            if not pids:
+                pids = await batch.worker_pids()
+            if ok == n:
+                at_end = cpu_of(pids)  # read before the batch ends and the workers go
+    return {
+        "cpu": cpu_self() - cpu + at_end,
+        "driver": cpu_self() - cpu,
+        "workers": at_end,
+        "wall": time.perf_counter() - started,
+        "ok": ok,
+    }
+
+
+async def overhead(args: argparse.Namespace) -> None:
+    results: dict[str, dict[str, float]] = {}
+    server = Server(args.min, args.max)
+    try:  # the fixed cost of a batch over Ray: start the workers, one item each, stop them
+        fixed = await over_ray(server.url, args, n=args.workers)
+    finally:
+        server.close()
+    for name, run in (("one process", one_process), ("ray, 2 workers", over_ray)):
+        server = Server(args.min, args.max)
+        try:
+            results[name] = await run(server.url, args)
+            results[name]["requests"] = server.requests()
+        finally:
+            server.close()
+    base = results["one process"]
+    for name, r in results.items():
+        per = r["cpu"] / args.n * 1e3
+        extra = ""
+        if "driver" in r:
+            marginal = (r["cpu"] - fixed["cpu"]) / args.n * 1e3
+            extra = (
+                f"\n{'':17}driver {r['driver']:.1f} s + workers {r['workers']:.1f} s; the fixed "
+                f"cost of a batch (workers started, {args.workers} items, stopped) is "
+                f"{fixed['cpu']:.1f} s, so each execution costs {marginal:.3f} ms, "
+                f"{marginal / (base['cpu'] / args.n * 1e3):.2f}x one process"
+            )
+        print(
+            f"  {name:<15} N={args.n}: {int(r['ok'])} ok, {int(r['requests'])} requests, "
+            f"CPU {r['cpu']:.1f} s = {per:.3f} ms per execution, "
+            f"{r['cpu'] / base['cpu']:.2f}x one process, wall {r['wall']:.1f} s{extra}"
+        )
+    per_core = base["requests"] / base["cpu"]
+    cores = psutil.cpu_count() or 1
+    ratio = results["ray, 2 workers"]["cpu"] / base["cpu"]
+    print(
+        f"\n3. Scaling model: this machine has {cores} cores, shared with the emulator, so "
+        f"4 workers on 4 free cores cannot be measured here.\n"
+        f"  one process: {per_core:.0f} requests per CPU-second of the client (measured "
+        f"above: {int(base['requests'])} requests in {base['cpu']:.1f} s)\n"
+        f"  over Ray each request costs {ratio:.2f}x that, so a CPU-bound batch with W "
+        f"workers on W free cores makes about W x {per_core / ratio:.0f} requests per "
+        f"second:\n"
+        + "\n".join(
+            f"    {w:>2} workers: ~{w * per_core / ratio:,.0f} req/s ({w / ratio:.1f}x one process)"
+            for w in (1, 2, 4, 8, 16)
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--kill-n", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=1_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--min", type=float, default=1.0)
+    parser.add_argument("--max", type=float, default=3.0)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--skip-kill", action="store_true")
+    args = parser.parse_args()
+    args.poll = wt.PollPolicy(interval=args.interval, jitter=0.1, timeout=120.0)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+    )
+    try:
+        if not args.skip_kill:
+            print("1. Correctness: a worker SIGKILLed mid-batch")
+            for platform in ("codika", "runs_api"):
+                anyio.run(correctness, platform, args.kill_n)
+        print(
+            f"\n2. Client CPU per execution, durations {args.min}-{args.max} s, poll every "
+            f"{args.interval} s, concurrency {args.concurrency}"
+        )
+        anyio.run(overhead, args)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

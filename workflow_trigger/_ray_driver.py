@@ -1,0 +1,527 @@
+"""The driver of a batch spread over worker processes (``workflow_trigger.ray``): it reads
+the payloads, hands items to workers, keeps the journal and hands outcomes over. It does
+not import ray: ``ray.py`` gives it a ``Cluster`` (how to start workers and reach them).
+
+How it works. Payloads are read lazily and named as ``Client.run_many`` names
+them (``_items.ItemKeys``); each item holds one of ``concurrency`` slots until
+the caller took its outcome, so the whole batch, not each worker, is bounded.
+Items go in chunks (one call each) to the least loaded live worker. With a
+journal, a chunk's intents are committed before it leaves, each token when a
+worker reports it, each outcome before it is handed over. The driver also
+keeps, in memory, which worker holds which open item and its token: when a
+worker dies (``Cluster.died``), its items go to the others (a token: waited
+on; only an intent: sent again, with the same idempotency key where the
+platform honours one, else flagged ``possibly_duplicated``) and a new worker
+takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copyreg
+import io
+import os
+import pickle
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import attrs
+
+from ._items import BatchCounts, ItemKeys
+from ._ray_worker import DEFAULT_TIMEOUT, Work
+from ._results import check_result_type, make_converter, structure_result
+from ._secrets import Secret
+from .client import DEFAULT
+from .errors import InvalidInputError, ResultTypeError, WorkflowTriggerError
+from .journal import Journal
+from .models import Execution, Outcome, Status
+from .options import ClientOptions
+from .policies import check_count
+from .providers.base import Provider
+
+if TYPE_CHECKING:
+    from ._items import ItemKey
+
+__all__ = [
+    "Cluster",
+    "Driver",
+    "Settings",
+    "WorkerLink",
+    "provider_bytes",
+    "settings",
+    "worker_options",
+]
+
+
+class WorkerLink(Protocol):
+    """One worker (a ``_ray_worker.Worker`` somewhere), as the driver reaches it."""
+
+    async def events(self) -> list[tuple[Any, ...]] | None: ...
+
+    async def served(self) -> None:
+        """Once ``events`` said None: raise what ended the worker's ``serve``, if anything."""
+
+    async def pid(self) -> int: ...
+
+    def submit(self, works: list[Work]) -> None: ...
+
+    def stop(self, graceful: bool) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Cluster(Protocol):
+    """Where workers run; ``died``: what a call to a dead worker raises."""
+
+    died: tuple[type[BaseException], ...]
+
+    def join(self, address: str | None, workers: int | None) -> bool:
+        """Connect this process (once); whether a cluster was started for the batch."""
+
+    def cpus(self) -> int: ...
+
+    def spawn(
+        self,
+        spec: bytes | Callable[[], Provider],
+        workflow_id: str,
+        options: dict[str, Any],
+        timeout: float | str | None,
+    ) -> WorkerLink:
+        """A new worker, already serving."""
+
+    def leave(self) -> None:
+        """Disconnect, and stop the cluster ``join`` started."""
+
+
+#: items per chunk sent to a worker: one actor call each
+_CHUNK = 256
+_YIELD_EVERY = 64
+#: seconds the dispatcher lets items gather before it sends a chunk
+_LINGER = 0.02
+
+
+def _reveal_secret(secret: Secret) -> tuple[Any, ...]:
+    return (Secret, (secret.reveal(),))
+
+
+def provider_bytes(provider: Provider) -> bytes:
+    """``provider`` pickled with its secrets: for a worker's constructor, nothing else."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {**copyreg.dispatch_table, Secret: _reveal_secret}
+    pickler.dump(provider)
+    return buffer.getvalue()
+
+
+async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(payloads, AsyncIterable):
+        async for payload in payloads:
+            yield payload
+    else:
+        for payload in payloads:
+            yield payload
+
+
+@attrs.define(eq=False)
+class _Worker:
+    number: int
+    link: WorkerLink
+    load: int = 0
+    live: bool = True
+
+
+@attrs.define(eq=False)
+class _Open:
+    """An item handed to a worker (or about to be), until its outcome comes back."""
+
+    index: int
+    key: Any
+    payload: Any
+    token: str | None = None
+    duplicated: bool = False
+    idempotency_key: str | None = None
+    sent: bool = False  # its trigger was handed to a worker: it may have started a run
+    worker: _Worker | None = None
+
+
+@attrs.frozen
+class Settings:
+    """``run_many``'s arguments, checked before anything starts."""
+
+    provider: Provider
+    spec: bytes | Callable[[], Provider]
+    workflow_id: str
+    payloads: Iterable[Any] | AsyncIterable[Any]
+    workers: int | None
+    address: str | None
+    concurrency: int
+    key: Callable[[Any], Any] | None
+    journal: str | os.PathLike[str] | None
+    result_type: type[Any] | None
+    timeout: float | str | None
+    fail_fast: bool
+    options: ClientOptions
+
+
+def settings(
+    provider: Provider | Callable[[], Provider],
+    workflow_id: str,
+    payloads: Iterable[Any] | AsyncIterable[Any],
+    **kw: Any,
+) -> Settings:
+    spec: bytes | Callable[[], Provider]
+    if isinstance(provider, Provider):
+        made, spec = provider, provider_bytes(provider)
+    elif callable(provider):
+        made, spec = provider(), provider
+        if not isinstance(made, Provider):
+            raise InvalidInputError(f"provider() made a {type(made).__name__}, not a provider")
+    else:
+        raise InvalidInputError(
+            "provider must be a platform such as wt.RunsApi(...), or a function that builds one"
+        )
+    if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
+        payloads, (str, bytes, dict)
+    ):
+        raise InvalidInputError("payloads must be an iterable or async iterable of payloads")
+    check_count("concurrency", kw["concurrency"])
+    if kw["workers"] is not None:
+        check_count("workers", kw["workers"])
+    if kw["key"] is not None and not callable(kw["key"]):
+        raise InvalidInputError("key must be a function of the payload, or None")
+    options = ClientOptions.build(dict(kw.pop("client_options")))
+    check_result_type(options.converter or make_converter(), kw["result_type"])
+    timeout = kw.pop("timeout")
+    return Settings(
+        provider=made,
+        spec=spec,
+        workflow_id=workflow_id,
+        payloads=payloads,
+        options=options,
+        timeout=DEFAULT_TIMEOUT if timeout is DEFAULT else timeout,
+        **kw,
+    )
+
+
+def worker_options(settings: Settings, options: dict[str, Any], count: int) -> dict[str, Any]:
+    """Each worker's client options: the batch's rate limit split between ``count`` workers
+    (the driver bounds ``concurrency`` for the whole batch)."""
+    options = dict(options)
+    rate = settings.options.rate_limit or settings.provider.default_rate_limit
+    if rate:
+        options["rate_limit"] = rate / count
+    options.setdefault("max_concurrency", settings.concurrency)
+    return options
+
+
+class Driver:
+    """One batch at the driver: pulls, dispatches, listens, journals, delivers."""
+
+    def __init__(
+        self, settings: Settings, client_options: dict[str, Any], cluster: Cluster
+    ) -> None:
+        self.s = settings
+        self.cluster = cluster
+        self.client_options = client_options
+        self.provider = settings.provider
+        self.converter = settings.options.converter or make_converter()
+        self.send, self.receive = anyio.create_memory_object_stream[Outcome[Any]](
+            settings.concurrency
+        )
+        self.finished = anyio.Event()
+        self.error: BaseException | None = None
+        self.counts = BatchCounts()
+        #: workers written off (died), over the batch
+        self.lost = 0
+        self.started_with = 0
+        self.journal: Journal | None = None
+        self.workers: list[_Worker] = []
+        self.task: asyncio.Task[None] | None = None
+        self.scope: anyio.CancelScope | None = None
+        self._stopped = False
+        self._batch_id = uuid.uuid4().hex[:16]
+        self._slots = anyio.Semaphore(settings.concurrency)
+        self._open: dict[int, _Open] = {}
+        self._ready: deque[_Open] = deque()
+        self._wake = anyio.Event()
+        self._undelivered = 0
+        self._exhausted = False
+        self._all_done = anyio.Event()
+        self._replacements = 0
+        self._started_cluster = False
+        self._joined = False
+
+    # -- the life of a batch ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.receive.close()
+        if self.scope is not None and not self.finished.is_set():
+            with contextlib.suppress(RuntimeError):  # no event loop any more
+                self.scope.cancel()
+
+    def taken(self) -> None:
+        self._slots.release()
+
+    async def drive(self) -> None:
+        try:
+            self.scope = anyio.CancelScope()
+            if self._stopped:
+                self.scope.cancel()
+            self.join_cluster()
+            async with self.send, anyio.create_task_group() as writer:
+                if self.s.journal is not None:
+                    self.journal = await Journal.open(
+                        self.s.journal,
+                        provider=self.provider.kind,
+                        workflow_id=self.s.workflow_id,
+                        stopping=lambda: self.scope is not None and self.scope.cancel_called,
+                    )
+                    await writer.start(self.journal.run_writer)
+                async with anyio.create_task_group() as listeners:
+                    count = self.started_with = self._worker_count()
+                    self._replacements = count
+                    options = self._worker_options(count)
+                    for _ in range(count):
+                        self._spawn(listeners, options)
+                    with self.scope:
+                        async with anyio.create_task_group() as work:
+                            work.start_soon(self._pull)
+                            work.start_soon(self._dispatch, listeners, options)
+                            await self._all_done.wait()
+                            work.cancel_scope.cancel()
+                    # a journaled batch lets the triggers on the wire finish and records them
+                    graceful = self.journal is not None
+                    for worker in self.workers:
+                        if worker.live:
+                            worker.link.stop(graceful)
+                writer.cancel_scope.cancel()
+        except Exception as exc:
+            error: BaseException = exc
+            inner: tuple[BaseException, ...]
+            while len(inner := getattr(error, "exceptions", ())) == 1:
+                error = inner[0]
+            self.error = error
+        finally:
+            for worker in self.workers:
+                with contextlib.suppress(Exception):
+                    worker.link.kill()
+            if self._started_cluster:
+                self.cluster.leave()
+            self.send.close()
+            self.finished.set()
+
+    def join_cluster(self) -> None:
+        """Connect this process to the cluster (once), starting one for ``address=None``."""
+        if not self._joined:
+            self._joined = True
+            self._started_cluster = self.cluster.join(self.s.address, self.s.workers)
+
+    def _worker_count(self) -> int:
+        return self.s.workers if self.s.workers is not None else self.cluster.cpus()
+
+    def _worker_options(self, count: int) -> dict[str, Any]:
+        return worker_options(self.s, self.client_options, count)
+
+    def _spawn(self, listeners: anyio.abc.TaskGroup, options: dict[str, Any]) -> None:
+        link = self.cluster.spawn(self.s.spec, self.s.workflow_id, options, self.s.timeout)
+        worker = _Worker(len(self.workers), link)
+        self.workers.append(worker)
+        listeners.start_soon(self._listen, worker, listeners, options)
+        self._wake.set()
+
+    async def _listen(
+        self, worker: _Worker, listeners: anyio.abc.TaskGroup, options: dict[str, Any]
+    ) -> None:
+        try:
+            while (events := await worker.link.events()) is not None:
+                await self._handle(worker, events)
+            await worker.link.served()  # raises what stopped the worker's client, if anything
+        except self.cluster.died:
+            self._lose(worker, listeners, options)
+
+    def _lose(self, worker: _Worker, listeners: anyio.abc.TaskGroup, opts: dict[str, Any]) -> None:
+        """``worker`` died: its open items go to the others, and a new worker takes its place."""
+        worker.live, worker.load = False, 0
+        self.lost += 1
+        orphans = [item for item in self._open.values() if item.worker is worker]
+        for item in orphans:
+            item.worker = None
+        self._ready.extendleft(reversed(orphans))
+        stopping = self.scope is None or self.scope.cancel_called
+        if not stopping and self._replacements > 0:
+            self._replacements -= 1
+            self._spawn(listeners, opts)
+        elif not stopping and not any(w.live for w in self.workers):
+            self.error = WorkflowTriggerError(
+                f"every worker of the batch died ({self.lost} in all); the journal, if any, "
+                "has what was done: run the batch again to resume it"
+            )
+            if self.scope is not None:
+                self.scope.cancel()
+        self._wake.set()
+
+    # -- pulling and dispatching -------------------------------------------------------------
+
+    async def _pull(self) -> None:
+        journal, index, slots = self.journal, 0, self._slots
+        keys = ItemKeys(self.s.key, journaled=journal is not None)
+        async for payload in _iterate(self.s.payloads):
+            named: ItemKey = keys.name(payload, index)
+            state = journal.state(named.key) if journal and not named.refused else None
+            await slots.acquire()
+            self._undelivered += 1
+            if named.refused is not None:
+                self.counts.refused += 1
+                self._deliver(
+                    Outcome(
+                        execution=None,
+                        status=None,
+                        index=index,
+                        key=named.key,
+                        exception=named.refused,
+                    )
+                )
+            elif state is not None and state.outcome is not None:
+                self.counts.from_journal += 1
+                self._deliver(self._replay(state.outcome, index, named.key))
+            else:
+                item = _Open(index, named.key, payload)
+                if state is not None and state.token is not None:
+                    self.counts.resumed += 1
+                    item.payload, item.token = None, state.token
+                    item.duplicated = state.possibly_duplicated
+                self._open[index] = item
+                self._ready.append(item)
+                self._wake.set()
+            index += 1
+            if index % _YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
+        self._exhausted = True
+        if not self._undelivered:
+            self._all_done.set()
+
+    async def _dispatch(self, listeners: anyio.abc.TaskGroup, options: dict[str, Any]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            # the slots of one events call free together: let the puller fill them first,
+            # so that one chunk (one actor call) carries them all
+            await anyio.sleep(_LINGER)
+            while self._ready and any(w.live for w in self.workers):
+                chunk = [self._ready.popleft() for _ in range(min(_CHUNK, len(self._ready)))]
+                await self._intend([item for item in chunk if item.token is None])
+                live = [w for w in self.workers if w.live]  # again: one may have died meanwhile
+                if not live:
+                    self._ready.extendleft(reversed(chunk))
+                    break
+                works: dict[_Worker, list[Work]] = {}
+                for item in chunk:
+                    worker = min(live, key=lambda w: w.load)
+                    worker.load += 1
+                    item.worker = worker
+                    work = (item.index, item.payload, item.token, item.idempotency_key)
+                    works.setdefault(worker, []).append(work)
+                for worker, batch in works.items():
+                    worker.link.submit(batch)
+
+    async def _intend(self, items: list[_Open]) -> None:
+        """Make the items' intents durable (with a journal) before their triggers leave."""
+        honoured = self.provider.honours_idempotency_key
+        if self.journal is not None:
+            journal = self.journal
+
+            async def intend(item: _Open) -> None:
+                state = await journal.record_intent(item.key, honoured=honoured)
+                item.duplicated = state.possibly_duplicated
+                item.idempotency_key = state.idempotency_key if honoured else None
+
+            async with anyio.create_task_group() as group:
+                for item in items:
+                    group.start_soon(intend, item)
+        else:
+            for item in items:
+                item.duplicated = item.duplicated or (item.sent and not honoured)
+                if honoured:  # a worker's death must not start a second run
+                    item.idempotency_key = f"wt-{self._batch_id}-{item.index}"
+        for item in items:
+            item.sent = True
+            self.counts.triggered += 1
+            self.counts.flagged += item.duplicated
+
+    # -- what the workers report ---------------------------------------------------------------
+
+    async def _handle(self, worker: _Worker, events: list[tuple[Any, ...]]) -> None:
+        if self.journal is None:
+            for event in events:
+                await self._event(worker, event)
+            return
+        async with anyio.create_task_group() as group:  # their rows share transactions
+            for event in events:
+                group.start_soon(self._event, worker, event)
+
+    async def _event(self, worker: _Worker, event: tuple[Any, ...]) -> None:
+        item = self._open.get(event[1])
+        if item is None or item.worker is not worker:
+            return
+        if event[0] == "t":
+            item.token, item.payload = event[2], None
+            if self.journal is not None:
+                await self.journal.record_token(item.key, Execution.from_token(event[2]))
+            return
+        data, exception, refused = event[2:5]
+        del self._open[item.index]
+        worker.load -= 1
+        outcome = self._outcome(item, data, exception)
+        if self.journal is not None:
+            if outcome.exception is None:
+                await self.journal.record_outcome(item.key, outcome)
+            elif refused:
+                await self.journal.record_refused(item.key)
+        self._deliver(outcome)
+
+    def _outcome(
+        self, item: _Open, data: dict[str, Any], exception: BaseException | None
+    ) -> Outcome[Any]:
+        outcome = Outcome.from_dict(data)
+        if exception is not None:
+            outcome = attrs.evolve(outcome, exception=exception)
+        fields: dict[str, Any] = {
+            "index": item.index,
+            "key": item.key,
+            "possibly_duplicated": item.duplicated or outcome.possibly_duplicated,
+        }
+        result_type = self.s.result_type
+        if result_type is not None and outcome.status is Status.SUCCEEDED and not outcome.exception:
+            try:
+                fields["result"] = structure_result(self.converter, outcome.raw_result, result_type)
+            except ResultTypeError as exc:
+                fields.update(result=None, exception=exc)
+        return attrs.evolve(outcome, **fields)
+
+    def _replay(self, outcome: Outcome[Any], index: int, key: Any) -> Outcome[Any]:
+        result = outcome.raw_result
+        if self.s.result_type is not None and outcome.status is Status.SUCCEEDED:
+            result = structure_result(self.converter, result, self.s.result_type)
+        return attrs.evolve(outcome, result=result, index=index, key=key)
+
+    def _deliver(self, outcome: Outcome[Any]) -> None:
+        try:
+            self.send.send_nowait(outcome)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if self.scope is not None:
+                self.scope.cancel()  # the consumer is gone
+            return
+        self._undelivered -= 1
+        if self.s.fail_fast and outcome.exception is not None:
+            self.error = outcome.exception
+            if self.scope is not None:
+                self.scope.cancel()
+        if self._exhausted and not self._undelivered:
+            self._all_done.set()

@@ -1,0 +1,193 @@
+"""One worker of a batch spread over processes (``workflow_trigger.ray``): one ``AsyncClient``
+and many items in flight. It does not import ray; ``ray.py`` makes it an actor.
+
+How it works. The driver sends items in chunks (``submit``); each is a payload
+to trigger (with the idempotency key the driver chose, its intent already
+durable in the driver's journal) or a token to wait on. ``serve``, called
+once and running for the whole batch, holds the client and a task group with
+one task per item: ``trigger``, then report the token, then ``wait`` — so the
+driver records each token before the run is waited on. What happened is
+buffered as events and handed over in bulk by ``events``, which the driver
+calls again and again (a long poll: it returns as soon as there is one):
+
+* ``("t", item_id, token)``: the trigger answered;
+* ``("o", item_id, outcome_dict, exception, refused)``: the item ended, its
+  ``Outcome.to_dict()`` (the raw result: the driver structures it), the
+  exception object when it survives pickling (else the dict's form is used),
+  and whether the failed trigger certainly started no run.
+
+``stop(graceful=True)`` ends every item at once except the triggers on the
+wire, which are let finish and report their token (a journaled batch that is
+left early records them, as in one process); then ``serve`` returns and
+``events`` hands over the rest and then ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from collections.abc import Callable
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+
+from ._engine import no_run_started
+from .client import DEFAULT, AsyncClient
+from .errors import PollTimeout, WorkflowTriggerError
+from .models import Execution, Outcome
+from .providers.base import Provider
+
+__all__ = ["Work", "Worker"]
+
+#: one item: (item id, payload, token or None, idempotency key or None)
+Work = tuple[int, Any, "str | None", "str | None"]
+#: what ``timeout=`` left out is called on the wire (``DEFAULT`` is not one object across
+#: processes)
+DEFAULT_TIMEOUT = "default"
+#: seconds ``events`` waits for more events to join the first, and how many are enough
+LINGER = 0.05
+MAX_EVENTS = 2_000
+
+
+def _portable(exc: BaseException) -> BaseException | None:
+    """``exc`` if it comes back from pickling as itself, else None."""
+    try:
+        copy = pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return None
+    return exc if type(copy) is type(exc) and str(copy) == str(exc) else None
+
+
+class Worker:
+    """A batch's worker (see the module's docstring); ``ray.py`` runs it as an async actor."""
+
+    def __init__(
+        self,
+        provider: bytes | Callable[[], Provider],
+        workflow_id: str,
+        options: dict[str, Any],
+        timeout: float | str | None,
+    ) -> None:
+        self._provider = provider
+        self._workflow_id = workflow_id
+        self._options = options
+        self._timeout = timeout
+        self._send, self._receive = anyio.create_memory_object_stream[list[Work]](math.inf)
+        self._events: list[tuple[Any, ...]] = []
+        self._wake = anyio.Event()
+        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._triggering: set[int] = set()
+        self._stopping = False
+        self._served = False
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    def _make_provider(self) -> Provider:
+        provider = self._provider
+        made: object = pickle.loads(provider) if isinstance(provider, bytes) else provider()
+        if not isinstance(made, Provider):
+            raise TypeError(f"the provider factory made a {type(made).__name__}, not a Provider")
+        return made
+
+    async def serve(self) -> None:
+        """Run items as they are submitted, until ``stop``; call it once."""
+        try:
+            async with (
+                AsyncClient(self._make_provider(), **self._options) as client,
+                anyio.create_task_group() as items,
+                self._receive,
+            ):
+                async for works in self._receive:
+                    for work in works:
+                        items.start_soon(self._item, client, work)
+        finally:
+            self._served = True
+            self._wake.set()
+
+    async def submit(self, works: list[Work]) -> None:
+        if not self._stopping:  # a chunk that crossed the stop: the driver no longer waits for it
+            self._send.send_nowait(works)
+
+    async def stop(self, graceful: bool) -> None:
+        """End every item now; with ``graceful``, triggers on the wire finish first."""
+        self._stopping = True
+        self._send.close()
+        for item_id, scope in self._scopes.items():
+            if not (graceful and item_id in self._triggering):
+                scope.cancel()
+
+    async def events(self) -> list[tuple[Any, ...]] | None:
+        """What happened since the last call, once something did; None once all is over.
+
+        After the first event it lingers a moment (``LINGER``) for more to join it: one
+        actor call costs far more CPU than one event, and a token recorded 50 ms later is
+        recorded long before the run's first poll."""
+        while not self._events:
+            if self._served:
+                return None
+            await self._wake.wait()
+            self._wake = anyio.Event()
+        if not self._served and len(self._events) < MAX_EVENTS:
+            with anyio.move_on_after(LINGER):
+                while not self._served and len(self._events) < MAX_EVENTS:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+        events, self._events = self._events, []
+        return events
+
+    def _emit(self, event: tuple[Any, ...]) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    async def _item(self, client: AsyncClient, work: Work) -> None:
+        item_id, payload, token, idempotency_key = work
+        scope = self._scopes[item_id] = anyio.CancelScope()
+        execution = Execution.from_token(token) if token is not None else None
+        timeout: float | None = (
+            DEFAULT if self._timeout == DEFAULT_TIMEOUT else cast("float | None", self._timeout)
+        )
+        try:
+            with scope:
+                if self._stopping:
+                    return
+                start = anyio.current_time()
+                if execution is None and not client.provider.pollable:  # one POST, the result
+                    self._triggering.add(item_id)
+                    outcome = await client.run(
+                        self._workflow_id, payload, timeout=timeout, idempotency_key=idempotency_key
+                    )
+                    self._emit(("o", item_id, outcome.to_dict(), None, False))
+                    return
+                if execution is None:
+                    self._triggering.add(item_id)
+                    limit = client.poll_policy.timeout if timeout is DEFAULT else timeout
+                    execution = await client.trigger(
+                        self._workflow_id,
+                        payload,
+                        idempotency_key=idempotency_key,
+                        timeout=limit,
+                    )
+                    self._triggering.discard(item_id)
+                    self._emit(("t", item_id, execution.token()))
+                    if self._stopping:
+                        return
+                    if limit is not None:  # the item's deadline covers its trigger and its wait
+                        timeout = max(limit - (anyio.current_time() - start), 1e-3)
+                outcome = await client.wait(execution, timeout=timeout)
+                self._emit(("o", item_id, outcome.to_dict(), None, False))
+        except WorkflowTriggerError as exc:
+            snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
+            ended: Outcome[Any] = Outcome(
+                execution=execution,
+                status=snapshot.status if snapshot else None,
+                raw_status=snapshot.raw_status if snapshot else None,
+                exception=exc,
+            )
+            refused = execution is None and no_run_started(exc)
+            self._emit(("o", item_id, ended.to_dict(), _portable(exc), refused))
+        finally:
+            self._triggering.discard(item_id)
+            del self._scopes[item_id]

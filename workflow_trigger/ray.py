@@ -1,0 +1,306 @@
+"""``run_many`` over many processes and machines: Ray actors, each one ``AsyncClient``, and
+one journal at the driver. Needs the ``ray`` extra (``pip install "workflow-trigger[ray]"``).
+
+How it works. The driver (the caller's process) reads the payloads lazily,
+names each item as ``Client.run_many`` does (``_items.ItemKeys``), and holds
+one of ``concurrency`` slots per item until the caller took its outcome, so
+the whole batch, not each worker, is bounded. Each item is handed, in chunks,
+to the least loaded of ``workers`` async actors (``_ray_worker.Worker``),
+which trigger, report the token and wait, many items at once. The rate limit
+(``rate_limit=`` or the platform's) is split evenly between the workers.
+
+The journal stays at the driver, with the single-process rules: an item's
+intent is committed before its chunk leaves for a worker; a token is
+committed when the worker reports it, before the run is waited on; an
+outcome is committed before it is handed over. The driver also remembers, in
+memory, which worker holds which open item and its token. A worker that
+dies (its process killed, its machine lost) is written off and replaced: its
+items with a token are waited on by another worker, those without are sent
+again with the same idempotency key where the platform honours one (the
+Runs API: the run it started is found again), else flagged
+``possibly_duplicated``. Actors are made with ``max_restarts=0`` and
+``max_task_retries=0`` so that Ray itself never re-runs a worker's call
+behind the driver's back; the driver decides what is sent again.
+
+A provider holds its credentials as ``Secret``s, which refuse to be pickled;
+here they are revealed into the actor's constructor argument on purpose, so
+they travel inside the Ray cluster. Where that is unwelcome, pass a function
+that builds the provider (``provider=wt.RunsApi.from_env``): each worker
+calls it in its own environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.from_thread
+import ray
+import ray.exceptions
+
+from ._items import BatchCounts
+from ._ray_driver import Driver, WorkerLink, provider_bytes, settings
+from ._ray_worker import Work, Worker
+from .client import DEFAULT
+from .models import Outcome
+from .providers.base import Provider
+
+__all__ = ["RayBatch", "provider_bytes", "run_many", "run_many_async"]
+
+T = TypeVar("T")
+_RemoteWorker = ray.remote(Worker)
+
+
+class _Actor:
+    """A worker actor, as the driver reaches it (``_ray_driver.WorkerLink``)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self._served = actor.serve.remote()
+
+    async def events(self) -> list[tuple[Any, ...]] | None:
+        events: list[tuple[Any, ...]] | None = await self.actor.events.remote()
+        return events
+
+    async def served(self) -> None:
+        try:
+            await self._served
+        except ray.exceptions.RayTaskError as exc:  # its client could not start
+            cause: BaseException = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
+            raise cause from None
+
+    async def pid(self) -> int:
+        return int(await self.actor.pid.remote())
+
+    def submit(self, works: list[Work]) -> None:
+        self.actor.submit.remote(works)
+
+    def stop(self, graceful: bool) -> None:
+        self.actor.stop.remote(graceful)
+
+    def kill(self) -> None:
+        ray.kill(self.actor)
+
+
+class _Ray:
+    """The Ray cluster the batch runs on (``_ray_driver.Cluster``)."""
+
+    died: tuple[type[BaseException], ...] = (ray.exceptions.RayActorError,)
+
+    def join(self, address: str | None, workers: int | None) -> bool:
+        if ray.is_initialized():  # this process is already connected: use that cluster
+            return False
+        common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address is None:
+            ray.init(  # "local": a cluster of its own, even where another one runs
+                address="local",
+                num_cpus=workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                **common,
+            )
+        else:
+            ray.init(address=address, **common)
+        return True
+
+    def cpus(self) -> int:
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        return max(1, int(resources.get("CPU", 1)))
+
+    def spawn(
+        self,
+        spec: bytes | Callable[[], Provider],
+        workflow_id: str,
+        options: dict[str, Any],
+        timeout: float | str | None,
+    ) -> WorkerLink:
+        # Ray never restarts a worker nor re-runs its calls: the driver decides what is
+        # sent again, from what the journal (or its memory) says was done
+        actor = _RemoteWorker.options(
+            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
+        ).remote(spec, workflow_id, options, timeout)
+        return _Actor(actor)
+
+    def leave(self) -> None:
+        ray.shutdown()
+
+
+class RayBatch(Generic[T]):
+    """The async iterator ``run_many_async`` returns (also an async context manager): the
+    outcomes in completion order. Leaving it early stops every worker."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        weakref.finalize(self, driver.stop)
+
+    @property
+    def counts(self) -> BatchCounts:
+        """What became of the items so far (as ``Batch.counts``)."""
+        return self._driver.counts
+
+    @property
+    def workers(self) -> int:
+        """How many workers the batch started with (0 before it started)."""
+        return self._driver.started_with
+
+    @property
+    def workers_lost(self) -> int:
+        """How many workers died during the batch (each was replaced, its items taken over)."""
+        return self._driver.lost
+
+    async def worker_pids(self) -> list[int]:
+        """The process ids of the live workers (once the batch has started: inside its
+        ``async with``, or after the first outcome)."""
+        live = [w for w in self._driver.workers if w.live]
+        return [await w.link.pid() for w in live]
+
+    def __aiter__(self) -> RayBatch[T]:
+        return self
+
+    def _start(self) -> None:
+        driver = self._driver
+        if driver.task is None:
+            driver.task = asyncio.get_running_loop().create_task(driver.drive())
+
+    async def __anext__(self) -> Outcome[T]:
+        driver = self._driver
+        self._start()
+        try:
+            try:
+                outcome = driver.receive.receive_nowait()
+            except anyio.WouldBlock:
+                outcome = await driver.receive.receive()
+            driver.taken()
+            return outcome
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            driver.receive.close()
+            await driver.finished.wait()
+            if driver.error is not None:
+                raise driver.error from None
+            raise StopAsyncIteration from None
+
+    async def next_ready(self, limit: int) -> list[Outcome[T]]:
+        """The next outcome and up to ``limit - 1`` more already waiting."""
+        items = [await self.__anext__()]
+        receive = self._driver.receive
+        while len(items) < limit:
+            try:
+                items.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            self._driver.taken()
+        return items
+
+    async def __aenter__(self) -> RayBatch[T]:
+        self._start()  # the workers start now, not at the first outcome asked for
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every item still in flight and wait until the workers are gone."""
+        self._driver.stop()
+        if self._driver.task is not None:
+            await self._driver.finished.wait()
+
+
+def run_many_async(
+    provider: Provider | Callable[[], Provider],
+    workflow_id: str,
+    payloads: Iterable[Any] | AsyncIterable[Any],
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    concurrency: int = 100,
+    key: Callable[[Any], Any] | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    result_type: type[T] | None = None,
+    timeout: float | None = DEFAULT,
+    fail_fast: bool = False,
+    **client_options: Any,
+) -> RayBatch[T]:
+    """``run_many`` for callers inside an asyncio event loop: ``async with
+    run_many_async(...) as batch: async for outcome in batch: ...``. Starting a local
+    cluster blocks the loop for the seconds it takes."""
+    checked = settings(
+        provider,
+        workflow_id,
+        payloads,
+        workers=workers,
+        address=address,
+        concurrency=concurrency,
+        key=key,
+        journal=journal,
+        result_type=result_type,
+        timeout=timeout,
+        fail_fast=fail_fast,
+        client_options=client_options,
+    )
+    return RayBatch(Driver(checked, client_options, _Ray()))
+
+
+def run_many(
+    provider: Provider | Callable[[], Provider],
+    workflow_id: str,
+    payloads: Iterable[Any] | AsyncIterable[Any],
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    concurrency: int = 100,
+    key: Callable[[Any], Any] | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    result_type: type[T] | None = None,
+    timeout: float | None = DEFAULT,
+    fail_fast: bool = False,
+    **client_options: Any,
+) -> Iterator[Outcome[T]]:
+    """Run ``workflow_id`` once per payload over ``workers`` Ray actors; the ``Outcome``s
+    as they end, as ``Client.run_many`` hands them (``index``, ``key``, ``exception``,
+    ``possibly_duplicated``), with its lazy input and its journal.
+
+    ``workers``: actors, default one per CPU of the cluster. ``address``: None starts a
+    local cluster (and stops it afterwards); ``"auto"`` or ``"ray://host:10001"`` joins
+    one; a process already connected (``ray.init()``) uses its own. ``concurrency`` and
+    the rate limit hold for the whole batch. ``client_options`` are ``AsyncClient``'s.
+    Leaving the loop early stops every worker.
+    """
+    batch: RayBatch[T] = run_many_async(
+        provider,
+        workflow_id,
+        payloads,
+        workers=workers,
+        address=address,
+        concurrency=concurrency,
+        key=key,
+        journal=journal,
+        result_type=result_type,
+        timeout=timeout,
+        fail_fast=fail_fast,
+        **client_options,
+    )
+    return _blocking(batch, max(1, min(concurrency, 256)))
+
+
+def _blocking(batch: RayBatch[T], limit: int) -> Iterator[Outcome[T]]:
+    # Ray is joined from the caller's thread (the main one, in a script: Ray sets its
+    # signal handlers there), not from the portal's
+    batch._driver.join_cluster()
+    with anyio.from_thread.start_blocking_portal() as portal:
+        try:
+            while True:
+                future = portal.start_task_soon(batch.next_ready, limit)
+                try:
+                    outcomes = future.result()
+                except StopAsyncIteration:
+                    return
+                except BaseException:
+                    future.cancel()
+                    raise
+                yield from outcomes
+        finally:
+            portal.call(batch.aclose)
