@@ -135,7 +135,7 @@ class Engine:
         self._slots = anyio.Semaphore(concurrency)
         self._live: set[_Item] = set()  # submitted, not yet ended: each holds a client slot
         self._on_wire: set[_Item] = set()  # whose trigger was sent and has not settled
-        self._settled = anyio.Event()
+        self._settled: anyio.Event | None = None  # made once the driver waits on them
         self._undelivered = 0
         self._exhausted = False
         self._all_done = anyio.Event()
@@ -178,6 +178,7 @@ class Engine:
                         await self._all_done.wait()
                 self._cancel_live()
                 while self._on_wire:
+                    self._settled = anyio.Event()
                     await self._settled.wait()
                 writer.cancel_scope.cancel()
         except Exception as exc:  # a failing payload iterator or key(): surface it to the consumer
@@ -289,8 +290,8 @@ class Engine:
         if job in self._on_wire:
             assert isinstance(job, _Item)
             self._on_wire.discard(job)
-            self._settled.set()
-            self._settled = anyio.Event()
+            if self._settled is not None:
+                self._settled.set()
 
     async def changed(self, job: Job, snapshot: Snapshot) -> None:
         hook, context = self.options.on_snapshot, self.options.context
