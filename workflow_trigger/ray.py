@@ -36,7 +36,7 @@ import logging
 import os
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -53,6 +53,11 @@ from .providers.base import Provider
 __all__ = ["RayBatch", "provider_bytes", "run_many", "run_many_async"]
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import ClientOptionsKwargs
 _RemoteWorker = ray.remote(Worker)
 
 
@@ -222,7 +227,7 @@ def run_many_async(
     result_type: type[T] | None = None,
     timeout: float | None = DEFAULT,
     fail_fast: bool = False,
-    **client_options: Any,
+    **client_options: Unpack[ClientOptionsKwargs],
 ) -> RayBatch[T]:
     """``run_many`` for callers inside an asyncio event loop: ``async with
     run_many_async(...) as batch: async for outcome in batch: ...``. Starting a local
@@ -241,7 +246,7 @@ def run_many_async(
         fail_fast=fail_fast,
         client_options=client_options,
     )
-    return RayBatch(Driver(checked, client_options, _Ray()))
+    return RayBatch(Driver(checked, dict(client_options), _Ray()))
 
 
 def run_many(
@@ -257,7 +262,7 @@ def run_many(
     result_type: type[T] | None = None,
     timeout: float | None = DEFAULT,
     fail_fast: bool = False,
-    **client_options: Any,
+    **client_options: Unpack[ClientOptionsKwargs],
 ) -> Iterator[Outcome[T]]:
     """Run ``workflow_id`` once per payload over ``workers`` Ray actors; the ``Outcome``s
     as they end, as ``Client.run_many`` hands them (``index``, ``key``, ``exception``,

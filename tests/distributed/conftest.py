@@ -20,7 +20,9 @@ from workflow_trigger.testing import Emulator
 MANY = 1_000_000
 
 
-@pytest.fixture(scope="session")
+# One local cluster for every Ray test, started once: all of them are in this package, so
+# it is stopped as soon as they are done and its processes do not load the rest of the run.
+@pytest.fixture(scope="package")
 def ray_address() -> Iterator[str]:
     context = ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
