@@ -330,7 +330,7 @@ async def test_a_read_only_key_is_an_authentication_error_naming_the_scope(
         Fault.server_error(status=503, on="trigger", platform="runs_api"),
         Fault.server_error(status=500, on="trigger", platform="runs_api"),
         Fault.drop(on="trigger", platform="runs_api"),
-        Fault.slow(delay=0.3, on="trigger", platform="runs_api"),
+        Fault.slow(delay=1.5, on="trigger", platform="runs_api"),
     ],
     ids=["503", "500", "dropped", "timed-out"],
 )
@@ -343,7 +343,8 @@ async def test_a_trigger_with_a_key_is_resent_with_the_same_key_after_a_failure_
     async with (
         aiohttp.ClientSession(trace_configs=[sent.config]) as session,
         make_client(
-            runs_api_for(emulator), rate_limit=UNLIMITED, session=session, request_timeout=0.1
+            # long enough for a loaded machine's answer, short against the slow fault's 1.5 s
+            runs_api_for(emulator), rate_limit=UNLIMITED, session=session, request_timeout=0.5
         ) as client,
     ):
         outcome = await client.run("wf", {"order": 1}, idempotency_key="order-1")
