@@ -344,7 +344,10 @@ async def test_a_trigger_with_a_key_is_resent_with_the_same_key_after_a_failure_
         aiohttp.ClientSession(trace_configs=[sent.config]) as session,
         make_client(
             # long enough for a loaded machine's answer, short against the slow fault's 1.5 s
-            runs_api_for(emulator), rate_limit=UNLIMITED, session=session, request_timeout=0.5
+            runs_api_for(emulator),
+            rate_limit=UNLIMITED,
+            session=session,
+            request_timeout=0.5,
         ) as client,
     ):
         outcome = await client.run("wf", {"order": 1}, idempotency_key="order-1")
