@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 import workflow_trigger as wt
 from workflow_trigger.testing import Emulator
@@ -18,3 +25,25 @@ def codika_for(emu: Emulator, **kwargs: Any) -> wt.Codika:
         options["api_key"] = emu.codika_api_key
     options.update(kwargs)
     return wt.Codika(emu.codika_instance_id, **options)
+
+
+_SCRIPT = shutil.which("workflow-trigger", path=str(Path(sys.executable).parent))
+#: the command line as a user runs it (the installed script, else the module)
+COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "workflow_trigger.cli"]
+
+
+@asynccontextmanager
+async def emulator_process(*args: str) -> AsyncIterator[str]:
+    """``workflow-trigger emulator --port 0 ARGS`` in a subprocess; yields its base URL
+    (the first line it prints) and stops it afterwards."""
+    command = [*COMMAND, "emulator", "--port", "0", *args]
+    async with await anyio.open_process(command) as process:
+        try:
+            assert process.stdout is not None
+            line = b""
+            with anyio.fail_after(20):
+                while not line.endswith(b"\n"):
+                    line += await process.stdout.receive()
+            yield line.decode().splitlines()[0].strip()
+        finally:
+            process.terminate()

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from _support import codika_for
+from _support import COMMAND, codika_for
 
 import workflow_trigger as wt
 from workflow_trigger.testing import Emulator, Scenario
-
-SCRIPT = shutil.which("workflow-trigger", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "workflow_trigger.cli"]
 
 
 def codika_env(emulator: Emulator, **extra: str) -> dict[str, str]:

@@ -186,6 +186,18 @@ async def test_a_failed_run_ends_its_span_in_error_with_the_platforms_code(
     }
 
 
+def ended_without_an_outcome(
+    run: Any, reader: InMemoryMetricReader, hook: otel.Instrumentation, error: str
+) -> None:
+    """A call that raised: its span in error, counted as ended by that error, none open."""
+    assert run.status.status_code is StatusCode.ERROR
+    assert points(reader, "workflow_trigger.executions.ended") == {
+        dotted(workflow_trigger__platform="codika", error__type=error): 1
+    }
+    assert points(reader, "workflow_trigger.executions.active") == {key(**CODIKA): 0}
+    assert hook.open_executions == 0
+
+
 async def test_a_poll_timeout_ends_its_span_in_error(
     instrumented: Callable[..., wt.AsyncClient],
     exporter: InMemorySpanExporter,
@@ -204,12 +216,7 @@ async def test_a_poll_timeout_ends_its_span_in_error(
     assert attributes["workflow_trigger.execution.id"] == caught.value.execution.execution_id
     assert attributes["workflow_trigger.polls"] == emulator.poll_requests > 0
     assert "workflow_trigger.status" not in attributes
-    assert run.status.status_code is StatusCode.ERROR
-    assert points(reader, "workflow_trigger.executions.ended") == {
-        dotted(workflow_trigger__platform="codika", error__type="PollTimeout"): 1
-    }
-    assert points(reader, "workflow_trigger.executions.active") == {key(**CODIKA): 0}
-    assert hook.open_executions == 0
+    ended_without_an_outcome(run, reader, hook, "PollTimeout")
 
 
 async def test_a_cancelled_call_ends_its_span_in_error_at_once(
@@ -233,12 +240,7 @@ async def test_a_cancelled_call_ends_its_span_in_error_at_once(
 
     attributes = dict(run.attributes or {})
     assert attributes["error.type"] == "Cancelled"
-    assert run.status.status_code is StatusCode.ERROR
-    assert points(reader, "workflow_trigger.executions.ended") == {
-        dotted(workflow_trigger__platform="codika", error__type="Cancelled"): 1
-    }
-    assert points(reader, "workflow_trigger.executions.active") == {key(**CODIKA): 0}
-    assert hook.open_executions == 0
+    ended_without_an_outcome(run, reader, hook, "Cancelled")
 
 
 async def test_retries_are_counted_and_each_try_is_a_span(

@@ -17,31 +17,21 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _support import emulator_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "examples" / "platform_clients"
 SCENARIOS = ROOT / "examples" / "platform_clients.json"
-SCRIPT = shutil.which("workflow-trigger", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "workflow_trigger.cli"]
 
 
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
     """The base URL of a ``workflow-trigger emulator`` serving the examples' scenarios."""
-    args = ["emulator", "--port", "0", "--scenarios", str(SCENARIOS)]
+    args = ["--scenarios", str(SCENARIOS)]
     args += ["--awaitstep-trigger-reply", "instance"]  # the document's {"instanceId"} answer
-    async with await anyio.open_process([*COMMAND, *args]) as process:
-        try:
-            assert process.stdout is not None
-            line = b""
-            with anyio.fail_after(20):
-                while not line.endswith(b"\n"):
-                    line += await process.stdout.receive()
-            url = line.decode().splitlines()[0]
-            assert url.startswith("http://127.0.0.1:")
-            yield url
-        finally:
-            process.terminate()
+    async with emulator_process(*args) as url:
+        assert url.startswith("http://127.0.0.1:")
+        yield url
 
 
 def client_env(base_url: str) -> dict[str, str]:

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
+from _support import COMMAND, emulator_process
 
 import workflow_trigger as wt
 from workflow_trigger.testing import Scenario
 from workflow_trigger.testing._scenario_file import load_scenarios, parse_scenarios
-
-SCRIPT = shutil.which("workflow-trigger", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "workflow_trigger.cli"]
 
 
 def test_every_field_in_json_terms() -> None:
@@ -121,17 +117,8 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
             }
         )
     )
-    args = ["emulator", "--port", "0", "--scenarios", str(path), "--runs-api-rate-limit", "50"]
-    async with await anyio.open_process([*COMMAND, *args]) as process:
-        try:
-            assert process.stdout is not None
-            line = b""
-            with anyio.fail_after(20):
-                while not line.endswith(b"\n"):
-                    line += await process.stdout.receive()
-            yield line.decode().strip()
-        finally:
-            process.terminate()
+    async with emulator_process("--scenarios", str(path), "--runs-api-rate-limit", "50") as url:
+        yield url
 
 
 async def test_the_command_line_emulator_serves_the_files_scenarios(served: str) -> None:
