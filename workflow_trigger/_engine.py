@@ -26,16 +26,15 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from ._items import BatchCounts, ItemKeys
 from ._job import Job, JobOptions
-from ._results import structure_result
+from ._results import replayed
 from ._scheduler import Scheduler
 from ._transport import loop_time
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import ItemState, Journal
-from .models import Execution, Outcome, Snapshot, Status
+from .models import Execution, Outcome, Snapshot
 from .policies import check_count
 from .providers.base import TriggerOptions
 
@@ -232,7 +231,15 @@ class Engine:
                 )
             elif state is not None and state.outcome is not None:
                 self.counts.from_journal += 1
-                self._deliver(self._replay(state.outcome, item.index, key))
+                self._deliver(
+                    replayed(
+                        self.scheduler.converter,
+                        state.outcome,
+                        self.options.result_type,
+                        index=item.index,
+                        key=key,
+                    )
+                )
             else:
                 await self._start(item, state)
             if index % _YIELD_EVERY == 0:
@@ -347,13 +354,6 @@ class Engine:
             self.scope.cancel()
         if self._exhausted and not self._undelivered:
             self._all_done.set()
-
-    def _replay(self, outcome: Outcome[Any], index: int, key: Any) -> Outcome[Any]:
-        result = outcome.raw_result
-        result_type = self.options.result_type
-        if result_type is not None and outcome.status is Status.SUCCEEDED:
-            result = structure_result(self.scheduler.converter, result, result_type)
-        return attrs.evolve(outcome, result=result, index=index, key=key)
 
 
 def no_run_started(exc: WorkflowTriggerError) -> bool:

@@ -35,7 +35,7 @@ import attrs
 
 from ._items import BatchCounts, ItemKeys
 from ._ray_worker import DEFAULT_TIMEOUT, Work
-from ._results import check_result_type, make_converter, structure_result
+from ._results import check_result_type, make_converter, replayed, structure_result
 from ._secrets import Secret
 from .client import DEFAULT
 from .errors import InvalidInputError, ResultTypeError, WorkflowTriggerError
@@ -390,7 +390,15 @@ class Driver:
                 )
             elif state is not None and state.outcome is not None:
                 self.counts.from_journal += 1
-                self._deliver(self._replay(state.outcome, index, named.key))
+                self._deliver(
+                    replayed(
+                        self.converter,
+                        state.outcome,
+                        self.s.result_type,
+                        index=index,
+                        key=named.key,
+                    )
+                )
             else:
                 item = _Open(index, named.key, payload)
                 if state is not None and state.token is not None:
@@ -504,12 +512,6 @@ class Driver:
             except ResultTypeError as exc:
                 fields.update(result=None, exception=exc)
         return attrs.evolve(outcome, **fields)
-
-    def _replay(self, outcome: Outcome[Any], index: int, key: Any) -> Outcome[Any]:
-        result = outcome.raw_result
-        if self.s.result_type is not None and outcome.status is Status.SUCCEEDED:
-            result = structure_result(self.converter, result, self.s.result_type)
-        return attrs.evolve(outcome, result=result, index=index, key=key)
 
     def _deliver(self, outcome: Outcome[Any]) -> None:
         try:

@@ -18,10 +18,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 
 from .errors import InvalidInputError, ResultTypeError
-from .models import parse_iso_datetime
+from .models import Outcome, Status, parse_iso_datetime
 
 T = TypeVar("T")
 
@@ -131,3 +132,17 @@ def structure_result(converter: cattrs.Converter, data: Any, result_type: type[T
         "Fix the type, or leave result_type unset to get the raw JSON",
         fields=fields,
     )
+
+
+def replayed(
+    converter: cattrs.Converter,
+    outcome: Outcome[Any],
+    result_type: type[Any] | None,
+    **fields: Any,
+) -> Outcome[Any]:
+    """An outcome read back from a journal, its raw result structured again into
+    ``result_type`` (where it succeeded), with a batch's ``fields`` (index, key)."""
+    result = outcome.raw_result
+    if result_type is not None and outcome.status is Status.SUCCEEDED:
+        result = structure_result(converter, result, result_type)
+    return attrs.evolve(outcome, result=result, **fields)
