@@ -8,6 +8,7 @@ import gc
 import sys
 import textwrap
 import threading
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -298,3 +299,60 @@ async def test_a_trigger_queued_past_its_deadline_is_never_sent(
         with anyio.fail_after(5), pytest.raises(wt.TransportError, match="nothing was sent"):
             await client.run("wf", timeout=0.2)
     assert emulator.trigger_requests == 1
+
+
+class _Payload(dict):  # type: ignore[type-arg]
+    """A payload a test can hold a weak reference to (a plain dict cannot be)."""
+
+
+async def test_a_waiting_run_lets_its_payload_go_once_triggered(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    # ten thousand services' calls in flight must not each hold their payload for the
+    # whole run: once the trigger is sent, only the caller may still hold it
+    emulator.scenario("slow", Scenario(duration=60))
+    refs = []
+    async with anyio.create_task_group() as tasks:
+        for i in range(5):
+            payload = _Payload(i=i, blob="x" * 100_000)
+            refs.append(weakref.ref(payload))
+            tasks.start_soon(client.run, "slow", payload)
+        del payload
+        with anyio.fail_after(5):
+            await emulator.wait_until(
+                lambda: (
+                    len(emulator.executions) == 5
+                    and all(emulator.polls(run.id) >= 1 for run in emulator.executions)
+                )
+            )
+        gc.collect()
+        assert [ref() for ref in refs] == [None] * 5  # every run is still being waited on
+        tasks.cancel_scope.cancel()
+
+
+async def test_run_wait_and_trigger_check_their_arguments_when_called(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    # refused at the call, before any coroutine exists to forget to await
+    with pytest.raises(wt.InvalidInputError, match="on_snapshot must be a function"):
+        client.run("wf", on_snapshot=42)  # type: ignore[arg-type]
+    with pytest.raises(wt.InvalidInputError, match="expected an Execution"):
+        client.wait("not an execution")  # type: ignore[arg-type]
+    with pytest.raises(wt.InvalidInputError, match="timeout"):
+        client.trigger("wf", timeout=-1)
+    # and nothing is sent until the coroutine is awaited
+    pending = client.run("wf")
+    await anyio.lowlevel.checkpoint()
+    assert emulator.trigger_requests == 0
+    outcome = await pending
+    assert outcome.ok and emulator.trigger_requests == 1
+
+
+async def test_a_runs_timeout_counts_from_when_it_is_awaited(
+    client: wt.AsyncClient, emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=0.2, result=1))
+    pending = client.run("wf", timeout=0.5)
+    await anyio.sleep(0.6)  # longer than the timeout, before the run even starts
+    outcome = await pending
+    assert outcome.ok and outcome.result == 1

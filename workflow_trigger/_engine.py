@@ -31,6 +31,7 @@ from ._items import BatchCounts, ItemKeys
 from ._job import Job, JobOptions
 from ._results import replayed
 from ._scheduler import Scheduler
+from ._slots import Slots
 from ._transport import loop_time
 from .errors import APIError, InvalidInputError, PollTimeout, WorkflowTriggerError
 from .journal import ItemState, Journal
@@ -79,13 +80,6 @@ class _Item(Job):
         return {"index": self.index, "key": self.key, "possibly_duplicated": self.duplicated}
 
 
-async def _acquire(limiter: anyio.CapacityLimiter, borrower: object) -> None:
-    try:  # a free token is taken without a trip through the event loop
-        limiter.acquire_on_behalf_of_nowait(borrower)
-    except anyio.WouldBlock:
-        await limiter.acquire_on_behalf_of(borrower)
-
-
 class Engine:
     """One batch's state and its driver; apart from ``Batch`` so that dropping the handle
     is seen."""
@@ -93,7 +87,7 @@ class Engine:
     def __init__(
         self,
         scheduler: Scheduler,
-        client_slots: anyio.CapacityLimiter,
+        client_slots: Slots,
         workflow_id: str,
         payloads: Iterable[Any] | AsyncIterable[Any],
         *,
@@ -195,7 +189,7 @@ class Engine:
         scheduler, graceful = self.scheduler, self.journal is not None
         for item in self._live:
             scheduler.withdraw(item, let_trigger_finish=graceful)
-            self.client_slots.release_on_behalf_of(item)
+            self.client_slots.give()
             if item.options.cancel_remote and item.execution is not None:
                 scheduler.cancel_remote_soon(item.execution)
         self._live.clear()
@@ -249,7 +243,8 @@ class Engine:
             self._all_done.set()
 
     async def _start(self, item: _Item, state: ItemState | None) -> None:
-        await _acquire(self.client_slots, item)
+        if not self.client_slots.take_nowait():
+            await self.client_slots.take()
         self._live.add(item)
         item.deadline = self.options.deadline(loop_time())
         if self.check_execution is not None:  # wait_many: the payload is the execution
@@ -339,7 +334,7 @@ class Engine:
     def _end(self, item: _Item) -> None:
         if item in self._live:
             self._live.discard(item)
-            self.client_slots.release_on_behalf_of(item)
+            self.client_slots.give()
 
     def _deliver(self, outcome: Outcome[Any]) -> None:
         """Hand ``outcome`` to the consumer: never waits, the item's slot bounds the buffer."""

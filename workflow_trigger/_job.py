@@ -3,8 +3,10 @@
 ``JobOptions`` is what a call asked (shared by every item of a batch); a ``Job`` is
 one execution from its trigger (if any) to its end, with the little a worker needs
 between steps (``Scheduler`` in ``_scheduler.py`` does the work); its ``owner``, a
-batch, is told of each step (``Owner``), and a single call's caller is woken
-through ``Wake``. Cancelling a job takes it out of the scheduler at once.
+batch, is told of each step (``Owner``), and a single call's caller waits on a
+bare asyncio future made only while it waits (``Job.notify``; an ``anyio.Event``
+is about 900 bytes per waiting call, this about 150, and aiohttp ties the
+client to asyncio anyway). Cancelling a job takes it out of the scheduler at once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .errors import WorkflowTriggerError
 from .models import Execution, Outcome, Snapshot
 from .providers.base import Request, TriggerOptions
 
-__all__ = ["Job", "JobOptions", "Owner", "Wake"]
+__all__ = ["Job", "JobOptions", "Owner"]
 
 
 class Owner(Protocol):
@@ -69,29 +71,6 @@ class JobOptions:
         return now + self.timeout if self.timeout is not None else math.inf
 
 
-class Wake:
-    """A one-shot wake-up for a single call's caller, waiting on a bare future made only
-    when the caller waits. (An ``anyio.Event`` is an asyncio ``Event`` with a deque of
-    waiters and a future: about 900 bytes per waiting call, where this is about 150; and
-    aiohttp ties the client to asyncio anyway.) Cancelling the waiter cancels the wait."""
-
-    __slots__ = ("_future", "_set")
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-
-    async def wait(self) -> None:
-        if not self._set:
-            self._future = asyncio.get_running_loop().create_future()
-            await self._future
-
-
 class Job:
     """One execution the scheduler works on, from its trigger (if any) to its end."""
 
@@ -115,7 +94,7 @@ class Job:
         "trigger_only",
         "trigger_options",
         "triggering",
-        "wake",
+        "waiter",
         "workflow_id",
     )
 
@@ -124,7 +103,7 @@ class Job:
         options: JobOptions,
         *,
         workflow_id: str,
-        deadline: float,
+        deadline: float = math.inf,
         payload: Any = None,
         execution: Execution | None = None,
         trigger_options: TriggerOptions | None = None,
@@ -154,8 +133,8 @@ class Job:
         self.changes: deque[Snapshot] | None = (
             deque() if owner is None and options.reports else None
         )
-        #: set when the job ends or has a change, for a single call's caller
-        self.wake: Wake | None = Wake() if owner is None else None
+        #: what a single call's caller awaits until the job ends or has a change
+        self.waiter: asyncio.Future[None] | None = None
 
     @property
     def context(self) -> contextvars.Context | None:
@@ -171,15 +150,27 @@ class Job:
         """What a batch adds to this job's ``Outcome`` (index, key...)."""
         return {}
 
+    def notify(self) -> None:
+        """The job ended or has a change: wake its single call's caller, if it waits."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """For a single call's caller: a future done at the next ``notify``. Check
+        ``done`` (and ``changes``) first: a notify before this call is not kept."""
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
     async def updates(self) -> AsyncIterator[Snapshot]:
         """For a single call's caller: each change it reports, until the job is done."""
-        assert self.wake is not None
-        while not self.done or self.changes:
-            if not self.changes:
-                await self.wake.wait()
-                self.wake = Wake()
-            while self.changes:
-                yield self.changes.popleft()
+        changes = self.changes
+        assert changes is not None
+        while not self.done or changes:
+            if not changes:
+                await self.wait()
+            while changes:
+                yield changes.popleft()
 
     def cancel(self, *, let_trigger_finish: bool = False) -> None:
         """Take the job out of the scheduler; with ``let_trigger_finish``, a trigger on

@@ -35,8 +35,8 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import random
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -251,7 +251,7 @@ class Scheduler:
 
     async def _send_trigger(self, job: Job) -> None:
         context = TriggerContext(
-            now=now_utc(), message_id=f"msg_{uuid.uuid4().hex}", options=job.trigger_options
+            now=now_utc(), message_id=f"msg_{os.urandom(16).hex()}", options=job.trigger_options
         )
         request = self.provider.trigger_request(job.workflow_id, job.payload, context)
         job.payload = None  # polls do not need it: let it go
@@ -341,15 +341,15 @@ class Scheduler:
         job.outcome, job.error, job.done = outcome, error, True
         if job.owner is not None:
             await job.owner.ended(job)
-        elif job.wake is not None:
-            job.wake.set()
+        else:
+            job.notify()
 
     async def _changed(self, job: Job, snapshot: Snapshot) -> None:
         if job.owner is not None:
             await job.owner.changed(job, snapshot)
-        elif job.changes is not None and job.wake is not None:
+        elif job.changes is not None:
             job.changes.append(snapshot)  # the caller's own task runs its hook, in its context
-            job.wake.set()
+            job.notify()
 
     def _report(self, job: Job, outcome: Outcome[Any]) -> None:
         """An execution ended: the ``OutcomeEvent`` hook and one INFO line."""

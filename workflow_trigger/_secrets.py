@@ -1,10 +1,11 @@
-"""Credentials that cannot leak by accident, and URL redaction.
+"""Credentials that cannot leak by accident, and their redaction.
 
 A ``Secret`` prints as ``Secret('***')`` in every repr, str and f-string; the
 value comes out only through ``reveal()``, which only request builders call.
-URLs that go into a log line or an exception pass through ``redact_url``; text
-and documents a server sent pass through a ``Redactor``, which also masks a
-secret the server echoed back.
+A ``Redactor`` masks every secret (as sent: raw, percent- and form-encoded) and
+every secret query parameter in a URL shown in a log line or an exception, and
+in any text or document a server sent, so a secret the server echoed back is
+masked too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 
@@ -43,24 +44,6 @@ class Secret:
         raise TypeError("a Secret is not picklable: pass credentials explicitly")
 
 
-def redact_url(url: str, secrets: Iterable[Secret] = (), query_keys: Iterable[str] = ()) -> str:
-    """``url`` with every secret's value and every named query parameter masked."""
-    for secret in secrets:
-        value = secret.reveal()
-        if value:
-            url = url.replace(value, REDACTED)
-    keys = {k.lower() for k in query_keys}
-    if keys and "?" in url:
-        parts = urlsplit(url)
-        if parts.query:
-            query = [
-                (k, REDACTED if k.lower() in keys else v)
-                for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            ]
-            url = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
-    return url
-
-
 #: the longest excerpt of server-sent text an exception message quotes
 EXCERPT = 120
 
@@ -82,7 +65,7 @@ class Redactor:
     of every secret query parameter (``api_key=...``) with ``***``.
     """
 
-    __slots__ = ("_needles", "_query", "_values")
+    __slots__ = ("_needles", "_query", "_query_bytes", "_values")
 
     def __init__(self, secrets: Iterable[Secret] = (), query_keys: Iterable[str] = ()) -> None:
         forms: set[str] = set()
@@ -95,6 +78,8 @@ class Redactor:
         self._needles = tuple(v.encode("utf-8", "surrogatepass") for v in self._values)
         keys = "|".join(re.escape(k) for k in query_keys)
         self._query = re.compile(rf"(?i)\b({keys})=[^&\s#\"'<>]+") if keys else None
+        #: the same parameter names, looked for in a body's bytes without decoding it
+        self._query_bytes = re.compile(rf"(?i)\b({keys})=".encode()) if keys else None
 
     def text(self, text: str) -> str:
         for value in self._values:
@@ -107,9 +92,10 @@ class Redactor:
     def _may_hold_secret(self, body: bytes) -> bool:
         if b"\\u" in body or b"\\/" in body:  # JSON escapes could spell a secret
             return True
-        if any(needle in body for needle in self._needles):
-            return True
-        return self._query is not None and self._query.search(body.decode("latin-1")) is not None
+        for needle in self._needles:
+            if needle in body:
+                return True
+        return self._query_bytes is not None and self._query_bytes.search(body) is not None
 
     def document(self, doc: Any, body: bytes) -> Any:
         """``doc`` (parsed from ``body``) with every string, keys included, masked.

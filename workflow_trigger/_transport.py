@@ -42,6 +42,7 @@ import yarl
 
 from ._bodies import ACCEPT_ENCODING, UndecodableBody, decoder_for
 from ._secrets import excerpt
+from ._slots import Slots
 from .errors import InvalidInputError, ProtocolError, RateLimitError, ServerError, TransportError
 from .events import Event, RateLimitEvent, RequestEvent, RetryEvent
 from .policies import RetryPolicy, parse_retry_after
@@ -94,26 +95,6 @@ def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
     return io.BytesIO(body) if body is not None and len(body) > _BIG_BODY else body
 
 
-class held:
-    """Hold one token of ``limiter``; when one is free, take it without a trip
-    through the event loop (``CapacityLimiter``'s own ``async with`` always makes
-    two checkpoints, which on the hot path of thousands of polls adds up)."""
-
-    __slots__ = ("limiter",)
-
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self.limiter = limiter
-
-    async def __aenter__(self) -> None:
-        try:
-            self.limiter.acquire_nowait()
-        except anyio.WouldBlock:
-            await self.limiter.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.limiter.release()
-
-
 class Origin(Protocol):
     """Whom a request is for (a scheduler's job): its number and the caller's context."""
 
@@ -160,7 +141,7 @@ class Transport:
         options: TransportOptions,
         *,
         limiter: RateLimiter | None,
-        connections: anyio.CapacityLimiter,
+        connections: Slots,
         rng: random.Random,
         emit: Callable[[Event], None] | None,
     ) -> None:
@@ -309,10 +290,15 @@ class Transport:
             await anyio.sleep_until(hold)
         if self.limiter is not None:
             self._waited(request, await self.limiter.acquire(), origin)
-        async with held(self.connections):
+        connections = self.connections
+        if not connections.take_nowait():
+            await connections.take()
+        try:
             if deadline is not None and self._past(deadline):
                 raise DeadlineReached
             return await self._exchange(request, max_body, to, deadline, origin, attempt)
+        finally:
+            connections.give()
 
     def _check_scheme(self, request: Request) -> None:
         """Refuse to send credentials in clear text beyond this machine."""

@@ -15,6 +15,7 @@ cancelled.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -22,7 +23,7 @@ import math
 import os
 import pathlib
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
 import aiohttp
@@ -32,12 +33,12 @@ import anyio.abc
 from ._job import Job, JobOptions
 from ._results import check_result_type, make_converter
 from ._scheduler import Scheduler
+from ._slots import Slots
 from ._transport import (
     DeadlineReached,
     RateLimiter,
     Transport,
     TransportOptions,
-    held,
     loop_time,
 )
 from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
@@ -114,7 +115,9 @@ class AsyncClient:
         self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
         self._converter = opts.converter or make_converter()
-        self._slots = anyio.CapacityLimiter(opts.max_concurrency)
+        self._slots = Slots(opts.max_concurrency)
+        #: the options of a call that sets none of its own, shared by all such calls
+        self._plain: JobOptions | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -144,7 +147,7 @@ class AsyncClient:
                 allow_insecure_http=opts.allow_insecure_http,
             ),
             limiter=RateLimiter(self.rate_limit) if self.rate_limit else None,
-            connections=anyio.CapacityLimiter(opts.max_connections),
+            connections=Slots(opts.max_connections),
             rng=rng,
             emit=self._emit if opts.on_event is not None else None,
         )
@@ -238,7 +241,19 @@ class AsyncClient:
         *,
         snapshots_only: bool = False,
     ) -> JobOptions:
-        """A call's options, checked before anything is sent."""
+        """A call's options, checked before anything is sent. The caller's contextvars
+        are kept only where a hook of its will run (``on_snapshot``, ``on_event``)."""
+        plain = (
+            timeout is DEFAULT
+            and result_type is None
+            and on_snapshot is None
+            and not cancel_remote_on_exit
+            and not snapshots_only
+            and self.options.on_event is None
+        )
+        if plain and self._plain is not None:
+            self._running()
+            return self._plain
         if on_snapshot is not None and not callable(on_snapshot):
             raise InvalidInputError("on_snapshot must be a function of a Snapshot, or None")
         check_result_type(self._converter, result_type)
@@ -252,32 +267,38 @@ class AsyncClient:
             result_type=result_type,
             on_snapshot=on_snapshot,
             cancel_remote=cancel_remote_on_exit,
-            context=contextvars.copy_context(),
+            context=(
+                contextvars.copy_context()
+                if on_snapshot is not None or self.options.on_event is not None
+                else None
+            ),
             snapshots_only=snapshots_only,
         )
         self._running()
+        if plain:
+            self._plain = options
         return options
 
-    def _job(self, workflow_id: str, options: JobOptions, **fields: Any) -> Job:
-        return Job(
-            options,
-            workflow_id=workflow_id,
-            deadline=options.deadline(loop_time()),
-            **fields,
-        )
-
-    async def _await(self, job: Job) -> Job:
+    async def _await(self, job: Job) -> Any:
         """Submit ``job`` and wait for its end, holding one of the client's slots; the
-        caller's hook runs here. A cancelled caller takes the job out at once."""
+        caller's hook runs here. A cancelled caller takes the job out at once. The
+        execution of a bare trigger, else the outcome.
+
+        ``trigger``, ``wait`` and ``run`` are plain functions that check their
+        arguments and return this coroutine: one frame per waiting call, not two,
+        and the payload is not kept alive by the caller's frame once it was sent."""
         scheduler = self._running()
-        async with held(self._slots):
+        slots = self._slots
+        if not slots.take_nowait():
+            await slots.take()
+        try:
+            job.deadline = job.options.deadline(loop_time())  # the timeout counts from here
             scheduler.submit(job)
             try:
                 hook = job.options.on_snapshot
                 if hook is None:  # the common case: one wait, no generator to keep
                     while not job.done:
-                        assert job.wake is not None
-                        await job.wake.wait()
+                        await job.wait()
                 else:
                     async for snapshot in job.updates():
                         if inspect.isawaitable(result := hook(snapshot)):
@@ -288,13 +309,15 @@ class AsyncClient:
                 if job.options.cancel_remote and job.execution is not None and not ended:
                     await scheduler.cancel_remote(job.execution, job)
                 raise
+        finally:
+            slots.give()
         if job.error is not None:
             raise job.error
-        return job
+        return job.execution if job.trigger_only else job.outcome
 
     # -- one request each -----------------------------------------------------------------
 
-    async def trigger(
+    def trigger(
         self,
         workflow_id: str,
         payload: Any = None,
@@ -302,20 +325,20 @@ class AsyncClient:
         idempotency_key: str | None = None,
         connection_id: str | None = None,
         timeout: float | None = None,
-    ) -> Execution:
-        """Start a run of ``workflow_id`` and return its handle, without waiting."""
+    ) -> Coroutine[Any, Any, Execution]:
+        """Start a run of ``workflow_id`` and return its handle, without waiting.
+
+        (Like ``wait`` and ``run``: the arguments are checked when it is called, and
+        nothing is sent until the coroutine it returns is awaited.)"""
         self._check_pollable("trigger() without waiting")
-        options = TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
-        job = self._job(
-            workflow_id,
+        job = Job(
             self._options(timeout),
+            workflow_id=workflow_id,
             payload=payload,
-            trigger_options=options,
+            trigger_options=_trigger_options(idempotency_key, connection_id),
             trigger_only=True,
         )
-        execution = (await self._await(job)).execution
-        assert execution is not None
-        return execution
+        return self._await(job)
 
     async def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         """One poll: where ``execution`` stands now."""
@@ -323,7 +346,7 @@ class AsyncClient:
         seconds = self._timeout(timeout)
         scheduler = self._running()
         deadline = loop_time() + seconds if seconds is not None else math.inf
-        async with held(self._slots):
+        async with self._slot():
             try:
                 return await scheduler.status(execution, deadline=deadline)
             except DeadlineReached:
@@ -334,10 +357,19 @@ class AsyncClient:
                     snapshot=None,
                 ) from None
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the client's slots, for one request that is not a job."""
+        await self._slots.take()
+        try:
+            yield
+        finally:
+            self._slots.give()
+
     async def _control(self, execution: Execution, control: Control, data: Any = None) -> None:
         self._check_execution(execution)
         scheduler = self._running()
-        async with held(self._slots):
+        async with self._slot():
             await scheduler.control(execution, control, data)
 
     async def cancel(self, execution: Execution) -> None:
@@ -377,7 +409,7 @@ class AsyncClient:
         request = self.provider.download_request(artifact)
         path = os.fspath(to) if to is not None else None
         transport = self._running().transport
-        async with held(self._slots):
+        async with self._slot():
             response = await transport.send(request, max_body=max_bytes, to=path)
         if not 200 <= response.status < 300:
             raise error_for_status(
@@ -389,7 +421,7 @@ class AsyncClient:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    async def wait(
+    def wait(
         self,
         execution: Execution,
         *,
@@ -397,7 +429,7 @@ class AsyncClient:
         result_type: type[T] | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[T]:
+    ) -> Coroutine[Any, Any, Outcome[T]]:
         """Poll ``execution`` until it ends; its ``Outcome``.
 
         ``timeout`` left out is the poll policy's; ``None`` waits without end.
@@ -405,12 +437,10 @@ class AsyncClient:
         """
         self._check_execution(execution, polled=True)
         options = self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
-        job = self._job(execution.workflow_id, options, execution=execution)
-        outcome = (await self._await(job)).outcome
-        assert outcome is not None
-        return outcome
+        job = Job(options, workflow_id=execution.workflow_id, execution=execution)
+        return self._await(job)
 
-    async def run(
+    def run(
         self,
         workflow_id: str,
         payload: Any = None,
@@ -421,19 +451,15 @@ class AsyncClient:
         connection_id: str | None = None,
         cancel_remote_on_exit: bool = False,
         on_snapshot: Hook | None = None,
-    ) -> Outcome[T]:
+    ) -> Coroutine[Any, Any, Outcome[T]]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
-        job = self._job(
-            workflow_id,
+        job = Job(
             self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            workflow_id=workflow_id,
             payload=payload,
-            trigger_options=TriggerOptions(
-                idempotency_key=idempotency_key, connection_id=connection_id
-            ),
+            trigger_options=_trigger_options(idempotency_key, connection_id),
         )
-        outcome = (await self._await(job)).outcome
-        assert outcome is not None
-        return outcome
+        return self._await(job)
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
@@ -441,17 +467,17 @@ class AsyncClient:
         """Each change of status or steps, until the execution ends (the last is terminal)."""
         self._check_execution(execution, polled=True)
         options = self._options(timeout, snapshots_only=True)
-        job = self._job(execution.workflow_id, options, execution=execution)
+        job = Job(options, workflow_id=execution.workflow_id, execution=execution)
         scheduler = self._running()
-        # on behalf of the job: each step of the iteration may run in another task
-        await self._slots.acquire_on_behalf_of(job)
+        await self._slots.take()  # each step of the iteration may run in another task
         try:
+            job.deadline = options.deadline(loop_time())
             scheduler.submit(job)
             async for snapshot in job.updates():
                 yield snapshot
         finally:
             scheduler.withdraw(job)
-            self._slots.release_on_behalf_of(job)
+            self._slots.give()
         if job.error is not None:
             raise job.error
 
@@ -534,3 +560,11 @@ class AsyncClient:
         )
         assert self._tasks is not None
         return Batch(self._tasks, engine)
+
+
+def _trigger_options(
+    idempotency_key: str | None, connection_id: str | None
+) -> TriggerOptions | None:
+    if idempotency_key is None and connection_id is None:
+        return None  # the job's shared empty options
+    return TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from .._secrets import Redactor, Secret, _map_strings, excerpt, redact_url
+from .._secrets import Redactor, Secret, _map_strings, excerpt
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -297,7 +297,7 @@ class ProviderBase:
             kind=kind,
             method=method,
             url=url,
-            redacted_url=redact_url(url, self._secrets(), self.secret_query_keys),
+            redacted_url=self.redact(url),
             headers=headers,
             body=body,
             retry_after_send=method == "GET" if retry_after_send is None else retry_after_send,
