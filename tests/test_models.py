@@ -86,3 +86,32 @@ def test_outcome_with_a_local_exception_re_raises_it() -> None:
     assert not outcome.ok
     with pytest.raises(InvalidInputError):
         outcome.unwrap()
+
+
+def test_executions_with_the_same_extras_share_one_that_cannot_change() -> None:
+    import copy
+    import pickle
+
+    now = datetime.now(timezone.utc)
+    first, second = (
+        Execution(
+            provider="codika",
+            workflow_id="wf",
+            execution_id=f"exec_{i}",
+            extras={"process_instance_id": "pi_1"},
+            triggered_at=now,
+        )
+        for i in range(2)
+    )
+    # a run in flight keeps its execution: 100,000 of them keep one extras, not 100,000
+    assert first.extras is second.extras
+    assert first.extras == {"process_instance_id": "pi_1"}
+    with pytest.raises(TypeError, match="cannot be changed"):
+        first.extras["process_instance_id"] = "pi_2"  # type: ignore[index]
+    with pytest.raises(TypeError, match="cannot be changed"):
+        first.extras.update(x="y")  # type: ignore[attr-defined]
+    assert first.extras == {"process_instance_id": "pi_1"}
+    for copied in (pickle.loads(pickle.dumps(first)), copy.deepcopy(first)):
+        assert copied == first and copied.extras == first.extras
+    assert json.loads(json.dumps(first.extras)) == {"process_instance_id": "pi_1"}
+    assert Execution.from_token(first.token()) == first

@@ -471,8 +471,13 @@ class Transport:
         length = resp.content_length
         if length is not None and length > cap:
             raise self._too_large(request, length, cap)
+        encoding = resp.headers.get("Content-Encoding")
+        if length is not None and not encoding and sink is None:
+            # the usual answer: plain, its length declared and within the cap; the
+            # parser reads no further than that length, so one read is bounded
+            return await resp.read()  # its errors are the caller's, as in the loop below
         try:
-            decoder = decoder_for(resp.headers.get("Content-Encoding"))
+            decoder = decoder_for(encoding)
             chunks: list[bytes] = []
             size = 0
             async for chunk in resp.content.iter_chunked(_CHUNK):

@@ -10,6 +10,8 @@ import base64
 import binascii
 import enum
 import json
+import sys
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
@@ -94,6 +96,12 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _interned(text: str) -> str:
+    """A platform's status word, one object however many snapshots keep it (the last
+    snapshot of every run in flight is kept); a long or odd one is left as it is."""
+    return sys.intern(text) if type(text) is str and len(text) <= 40 else text
+
+
 def parse_iso_datetime(text: str) -> datetime:
     """An ISO 8601 timestamp, ``Z`` accepted, one without an offset read as UTC;
     ``ValueError`` when it is not one."""
@@ -101,8 +109,43 @@ def parse_iso_datetime(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+class FrozenStrMap(dict):  # type: ignore[type-arg]
+    """``Execution.extras``: a dict that refuses to change, so that every execution
+    with the same ids (all of one Codika instance's, say) shares one instead of each
+    holding a copy (a dict of one entry is 184 bytes; 100,000 runs in flight)."""
+
+    __slots__ = ("__weakref__",)
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "Execution.extras cannot be changed: make a new Execution with "
+            "attrs.evolve(execution, extras={...})"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_frozen_str_map, (dict(self),))
+
+
+#: every distinct extras in use, once (entries go when no execution holds them)
+_SHARED_EXTRAS: weakref.WeakValueDictionary[tuple[tuple[str, str], ...], FrozenStrMap] = (
+    weakref.WeakValueDictionary()
+)
+
+
 def _frozen_str_map(value: Mapping[str, str]) -> Mapping[str, str]:
-    return dict(value)
+    if type(value) is FrozenStrMap:
+        return value
+    items = tuple(value.items())
+    try:
+        shared = _SHARED_EXTRAS.get(items)
+    except TypeError:  # an unhashable value: Execution's own checks say what is wrong
+        return FrozenStrMap(value)
+    if shared is None:
+        shared = _SHARED_EXTRAS[items] = FrozenStrMap(value)
+    return shared
 
 
 @attrs.frozen(kw_only=True)
@@ -211,7 +254,7 @@ class Snapshot:
     """
 
     status: Status
-    raw_status: str
+    raw_status: str = attrs.field(converter=_interned)
     steps: tuple[Step, ...] = ()
     observed_at: datetime = attrs.field(converter=_utc)
     result: Any = attrs.field(default=None, repr=False)

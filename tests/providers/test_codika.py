@@ -291,3 +291,33 @@ def test_controls_are_unsupported() -> None:
     codika = Codika("pi", api_key=KEY)
     with pytest.raises(UnsupportedOperation, match="cancel"):
         codika.control_request(execution(codika), "cancel", None)
+
+
+def test_status_requests_share_their_headers_and_a_pickled_provider_carries_no_cache() -> None:
+    import pickle
+
+    provider = Codika("pi_1", api_key="ck_live_secret", base_url="https://example.test")
+    now = datetime.now(timezone.utc)
+    requests = [provider.status_request(_execution(now, i)) for i in range(3)]
+    # each run in flight keeps its status request: one headers mapping serves them all
+    assert requests[0].headers is requests[1].headers is requests[2].headers
+    assert requests[0].headers == {"X-API-Key": "ck_live_secret"}
+    with pytest.raises(TypeError):
+        requests[0].headers["X-API-Key"] = "other"  # type: ignore[index]
+    assert requests[0].redacted_url is requests[0].url  # nothing to mask: no copy
+    # a worker process gets the provider (secrets revealed on purpose) but not its caches
+    from workflow_trigger._ray_driver import provider_bytes
+
+    again = pickle.loads(provider_bytes(provider))
+    assert "_headers_cache" not in vars(again) and "_redactor_cache" not in vars(again)
+    assert again.status_request(_execution(now)).headers == requests[0].headers
+
+
+def _execution(now: datetime, i: int = 0) -> Execution:
+    return Execution(
+        provider="codika",
+        workflow_id="wf",
+        execution_id=f"exec_{i}",
+        extras={"process_instance_id": "pi_1"},
+        triggered_at=now,
+    )

@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
@@ -249,11 +250,30 @@ class ProviderBase:
     def _secrets(self) -> tuple[Secret, ...]:
         return ()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A provider pickled (for a worker process) without what it derived and cached:
+        the caches hold revealed secrets and are rebuilt on first use."""
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
+
     def _redactor(self) -> Redactor:
         found: Redactor | None = self.__dict__.get("_redactor_cache")
         if found is None:
             found = Redactor(self._secrets(), self.secret_query_keys)
             self.__dict__["_redactor_cache"] = found
+        return found
+
+    def _shared(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers`` as one read-only mapping shared by every request that sends the
+        same (a status request is kept by each run in flight; its headers are a key)."""
+        cache: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = self.__dict__.setdefault(
+            "_headers_cache", {}
+        )
+        items = tuple(headers.items())
+        found = cache.get(items)
+        if found is None:
+            found = MappingProxyType(dict(headers))
+            if len(cache) < 32:
+                cache[items] = found
         return found
 
     def redact(self, text: str) -> str:
@@ -293,6 +313,8 @@ class ProviderBase:
     ) -> Request:
         """A ``Request`` with its URL redacted for display; only GETs may be resent after
         they may have reached the server, unless ``retry_after_send`` says otherwise."""
+        if body is None and method == "GET":
+            headers = self._shared(headers)
         return Request(
             kind=kind,
             method=method,
@@ -332,6 +354,9 @@ class ProviderBase:
         """``(requests left, seconds until the window resets)`` where the platform says."""
         return None, None
 
+
+#: what a provider derives from its settings once, and keeps in its ``__dict__``
+_CACHES = frozenset({"_redactor_cache", "_headers_cache"})
 
 #: what may not be in an id we send: control characters, lone surrogates (one search)
 _NOT_SENDABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
