@@ -69,14 +69,20 @@ class Batch(Generic[T]):
                 raise engine.error from None
             raise StopAsyncIteration from None
 
-    async def next_ready(self, limit: int) -> list[Outcome[T]]:
-        """The next outcome and up to ``limit - 1`` more that are already waiting.
+    async def next_ready(self, limit: int, linger: float = 0.0) -> list[Outcome[T]]:
+        """The next outcome and up to ``limit - 1`` more that are waiting ``linger``
+        seconds after it came.
 
-        The blocking facade fetches outcomes this way, so a fast batch costs one
-        crossing between threads per handful of items rather than per item.
+        The blocking facade fetches outcomes this way, so a batch costs one crossing
+        between threads (about 100 us of CPU) per handful of items rather than per
+        item: outcomes that end a few milliseconds apart cross together.
         """
         items = [await self.__anext__()]
         receive = self._engine.receive
+        if linger > 0 and receive.statistics().current_buffer_used < limit - 1:
+            # shielded: an outcome already taken is never lost to a cancel mid-wait
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(linger)
         while len(items) < limit:
             try:
                 items.append(receive.receive_nowait())

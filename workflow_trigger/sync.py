@@ -350,6 +350,8 @@ class BlockingIterator(Iterator[T]):
 
     #: most outcomes taken from a batch per crossing
     CHUNK = 256
+    #: seconds a crossing waits after the first outcome for others to come with it
+    LINGER = 0.005
 
     def __init__(self, client: Client, iterator: AsyncIterator[T]) -> None:
         self._client = client
@@ -375,7 +377,7 @@ class BlockingIterator(Iterator[T]):
             raise StopIteration
         try:
             if isinstance(self._iterator, Batch):
-                ready = self._client._call(self._iterator.next_ready, self.CHUNK)
+                ready = self._client._call(self._iterator.next_ready, self.CHUNK, self.LINGER)
                 self._ready.extend(cast("list[T]", ready))
                 return self._ready.popleft()
             return self._client._call(self._iterator.__anext__)
