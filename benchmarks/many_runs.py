@@ -10,6 +10,9 @@ durations). Printed: errors and timeouts (the target is none), wall and CPU
 time, requests per execution, and the peak RSS above the idle client (after
 the client opened, before any task), per execution (the target is <= 2 KB).
 The figure includes the caller's own tasks: that is what the service pays.
+To tell the two apart, a separate process first measures the caller's part
+alone (``--callers-only``): N tasks shaped like the benchmark's, each awaiting
+a future instead of ``client.run``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,39 @@ def _rss_kib() -> int:
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def callers_only(n: int) -> None:
+    """N tasks as the benchmark makes them, each waiting on a bare future: what the
+    caller's own task, coroutine and gather cost, without the SDK."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(n)]
+    peak = 0
+
+    async def one(i: int) -> None:
+        try:
+            await futures[i]
+        except Exception:  # the same shape as the benchmark's caller
+            return
+
+    idle = _rss_kib()
+    gathered = asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.sleep(1.0)
+    peak = max(peak, _rss_kib())
+    for future in futures:
+        future.set_result(None)
+    await gathered
+    print(f"{(peak - idle) * 1024 / n:.0f}")
+
+
+def measure_callers(n: int) -> float:
+    done = subprocess.run(
+        [sys.executable, __file__, "--callers-only", "--n", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 async def main(args: argparse.Namespace, base_url: str) -> None:
@@ -77,6 +113,7 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
         sent = client.requests_sent
     peak = max(peak, _rss_kib())
     per_execution = (peak - idle) * 1024 / args.n
+    callers = measure_callers(args.n)
     print(f"N = {args.n:,} concurrent client.run calls, runs of {args.min:g}-{args.max:g} s")
     print(f"errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
     print(f"wall: {wall:.1f} s, client CPU: {cpu:.1f} s ({cpu * 1e6 / sent:.0f} us/request)")
@@ -84,6 +121,10 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
     print(f"RSS: idle client {idle / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB")
     verdict = "PASS" if per_execution <= 2048 and not errors else "FAIL"
     print(f"{verdict}  peak RSS above the idle client: {per_execution:,.0f} bytes per execution")
+    print(
+        f"      of which the caller's own task, coroutine and gather (measured alone, "
+        f"{callers:,.0f} B) and the SDK's part {per_execution - callers:,.0f} B"
+    )
 
 
 if __name__ == "__main__":
@@ -95,7 +136,11 @@ if __name__ == "__main__":
     parser.add_argument("--workflow", default="fanout")
     parser.add_argument("--instance", default="pi_test")  # the emulator's default keys
     parser.add_argument("--key", default="ck_test_key")
+    parser.add_argument("--callers-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.callers_only:
+        asyncio.run(callers_only(args.n))
+        sys.exit(0)
     command = [sys.executable, str(HERE / "_fanout_server.py"), "--workflow", args.workflow]
     server = subprocess.Popen(
         [*command, "--min", str(args.min), "--max", str(args.max)],

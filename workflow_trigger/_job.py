@@ -79,6 +79,7 @@ class Job:
         "changes",
         "deadline",
         "done",
+        "due",
         "error",
         "execution",
         "id",
@@ -88,7 +89,6 @@ class Job:
         "payload",
         "request",
         "scope",
-        "seq",
         "started",
         "state",
         "trigger_only",
@@ -128,7 +128,8 @@ class Job:
         self.started = False  # a worker took its trigger
         self.triggering = False  # its trigger is on the wire
         self.scope: anyio.CancelScope | None = None
-        self.seq = -1  # the timer entry that counts (older ones are skipped)
+        #: the time of the timer entry that counts (older ones are skipped)
+        self.due: float | None = None
         #: the changes the caller's task has yet to see (a single call that reports them)
         self.changes: deque[Snapshot] | None = (
             deque() if owner is None and options.reports else None
@@ -171,6 +172,10 @@ class Job:
                 await self.wait()
             while changes:
                 yield changes.popleft()
+
+    def __lt__(self, other: Job) -> bool:
+        """Timer entries of the same time, in the order the jobs were made."""
+        return self.id < other.id
 
     def cancel(self, *, let_trigger_finish: bool = False) -> None:
         """Take the job out of the scheduler; with ``let_trigger_finish``, a trigger on

@@ -32,7 +32,6 @@ business (``_state.py``, pure); this module only does the waiting and the I/O.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import math
 import os
@@ -105,8 +104,7 @@ class Scheduler:
         self.trigger_cap = max(1, workers // 2)
         self._triggers: deque[Job] = deque()
         self._due: deque[Job] = deque()
-        self._heap: list[tuple[float, int, Job]] = []
-        self._order = itertools.count()
+        self._heap: list[tuple[float, Job]] = []
         self._idle: deque[anyio.Event] = deque()  # one per worker waiting for work
         self._workers = 0
         self._triggering = 0
@@ -166,8 +164,8 @@ class Scheduler:
         self._push(job, job.state.next_poll_at(loop_time()))
 
     def _push(self, job: Job, when: float) -> None:
-        job.seq = seq = next(self._order)
-        heapq.heappush(self._heap, (when, seq, job))
+        job.due = when
+        heapq.heappush(self._heap, (when, job))
         if when < self._sleeping_until and self._timer is not None:
             self._timer.set()
 
@@ -186,8 +184,9 @@ class Scheduler:
         while True:
             now = loop_time() + 0.001
             while heap and heap[0][0] <= now:
-                _, seq, job = heapq.heappop(heap)
-                if not job.done and seq == job.seq:
+                when, job = heapq.heappop(heap)
+                if not job.done and when is job.due:  # its latest entry, not a stale one
+                    job.due = None  # an entry of the same time is stale too
                     due.append(job)
                     self._wake()
             self._sleeping_until = heap[0][0] if heap else math.inf
