@@ -356,3 +356,42 @@ async def test_a_runs_timeout_counts_from_when_it_is_awaited(
     await anyio.sleep(0.6)  # longer than the timeout, before the run even starts
     outcome = await pending
     assert outcome.ok and outcome.result == 1
+
+
+class _WithdrawsItself:
+    """An owner that takes its job out just before the trigger, as a stopping batch does."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    async def before_trigger(self, job: Any) -> None:
+        self.scheduler.withdraw(job)
+
+    async def triggered(self, job: Any) -> None:  # pragma: no cover - never triggered
+        raise AssertionError("withdrawn before its trigger")
+
+    def trigger_settled(self, job: Any) -> None:
+        pass
+
+    async def changed(self, job: Any, snapshot: Any) -> None:  # pragma: no cover
+        pass
+
+    async def ended(self, job: Any) -> None:  # pragma: no cover
+        pass
+
+
+async def test_a_job_withdrawn_within_its_own_step_leaves_the_workers_next_step_alone(
+    make_client: Any, emulator: Emulator
+) -> None:
+    from workflow_trigger._job import Job, JobOptions
+
+    emulator.scenario("wf", Scenario(duration=0.05, result=1))
+    # one connection, so one worker: it takes the withdrawn job, then the run's steps
+    async with make_client(max_connections=1) as client:
+        scheduler = client._scheduler
+        job = Job(JobOptions(), workflow_id="wf", payload={}, owner=_WithdrawsItself(scheduler))
+        scheduler.submit(job)
+        with anyio.fail_after(5):
+            outcome = await client.run("wf")
+    assert job.cancelled and outcome.ok and outcome.result == 1
+    assert emulator.triggers("wf") == 1  # the withdrawn job sent nothing
