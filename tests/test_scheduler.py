@@ -395,3 +395,12 @@ async def test_a_job_withdrawn_within_its_own_step_leaves_the_workers_next_step_
             outcome = await client.run("wf")
     assert job.cancelled and outcome.ok and outcome.result == 1
     assert emulator.triggers("wf") == 1  # the withdrawn job sent nothing
+
+
+async def test_a_forgotten_await_names_the_method(client: wt.AsyncClient) -> None:
+    with pytest.warns(RuntimeWarning, match="'AsyncClient.run' was never awaited"):
+        client.run("wf")
+        gc.collect()
+    with pytest.warns(RuntimeWarning, match="'AsyncClient.trigger' was never awaited"):
+        client.trigger("wf")
+        gc.collect()

@@ -338,7 +338,7 @@ class AsyncClient:
             trigger_options=_trigger_options(idempotency_key, connection_id),
             trigger_only=True,
         )
-        return self._await(job)
+        return _named(self._await(job), "AsyncClient.trigger")
 
     async def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         """One poll: where ``execution`` stands now."""
@@ -438,7 +438,7 @@ class AsyncClient:
         self._check_execution(execution, polled=True)
         options = self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
         job = Job(options, workflow_id=execution.workflow_id, execution=execution)
-        return self._await(job)
+        return _named(self._await(job), "AsyncClient.wait")
 
     def run(
         self,
@@ -459,7 +459,7 @@ class AsyncClient:
             payload=payload,
             trigger_options=_trigger_options(idempotency_key, connection_id),
         )
-        return self._await(job)
+        return _named(self._await(job), "AsyncClient.run")
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
@@ -568,3 +568,10 @@ def _trigger_options(
     if idempotency_key is None and connection_id is None:
         return None  # the job's shared empty options
     return TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
+
+
+def _named(coroutine: Coroutine[Any, Any, Any], name: str) -> Coroutine[Any, Any, Any]:
+    """``coroutine`` under the name of the method that made it, so that a forgotten
+    ``await`` warns about ``AsyncClient.run``, not about an internal helper."""
+    coroutine.__qualname__ = name  # type: ignore[attr-defined]
+    return coroutine
