@@ -4,20 +4,16 @@ How it works. The provider (pure) says what to send and how to read the
 answer; the transport sends one request with its retries; the client's
 ``Scheduler`` (``_scheduler.py``), started by ``async with``, owns all the
 waiting: every ``trigger``, ``wait``, ``run``, ``watch`` and every item of
-``run_many``/``wait_many`` is a job submitted to it. What is left here is the
-lifecycle, the checks of each call's arguments (all made before anything is
-sent), the client's slots (``max_concurrency``: a ``wait``/``run``/``watch``
-or batch item holds one from trigger to outcome), and the caller's side of a
-job: waiting for it, running its ``on_snapshot`` hook in the caller's own task
-(so in its contextvars context), and taking it out when the caller is
-cancelled.
+``run_many``/``wait_many`` is a job submitted to it. The caller's side of a
+call is ``Calls`` (``_calls.py``): the checks of its arguments (all made
+before anything is sent), the client's slots (``max_concurrency``: a
+``wait``/``run``/``watch`` or batch item holds one from trigger to outcome),
+and the waiting, in the caller's own task. What is left here is the
+lifecycle and the public methods, each a few lines over those.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import inspect
 import logging
 import math
 import os
@@ -30,8 +26,9 @@ import aiohttp
 import anyio
 import anyio.abc
 
-from ._job import Job, JobOptions
-from ._results import check_result_type, make_converter
+from ._calls import DEFAULT, Calls, Hook, named, trigger_options
+from ._job import Job
+from ._results import make_converter
 from ._scheduler import Scheduler
 from ._slots import Slots
 from ._transport import (
@@ -45,8 +42,8 @@ from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
 from .events import Event
 from .models import Artifact, Execution, Outcome, Snapshot
 from .options import ClientOptions, ClientOptionsKwargs
-from .policies import check_count, check_positive
-from .providers.base import Control, Provider, TriggerOptions, error_for_status
+from .policies import check_count
+from .providers.base import Control, Provider, error_for_status
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -67,16 +64,6 @@ else:
 
     T = TypeVar("T")
 MiB = 1024 * 1024
-Hook = Callable[[Snapshot], object]
-
-
-class _Default:
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-#: ``timeout=DEFAULT`` means "the poll policy's timeout"; ``None`` means no end.
-DEFAULT: Any = _Default()
 
 
 class AsyncClient:
@@ -115,9 +102,7 @@ class AsyncClient:
         self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
         self._converter = opts.converter or make_converter()
-        self._slots = Slots(opts.max_concurrency)
-        #: the options of a call that sets none of its own, shared by all such calls
-        self._plain: JobOptions | None = None
+        self._calls = Calls(provider, opts, self.poll_policy, self._converter, self._running)
         self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -205,116 +190,6 @@ class AsyncClient:
             )
         return self._scheduler
 
-    def _timeout(self, timeout: float | None) -> float | None:
-        if timeout is DEFAULT:
-            timeout = self.poll_policy.timeout
-        check_positive("timeout", timeout, allow_none=True, allow_inf=True)
-        return timeout if timeout is None or math.isfinite(timeout) else None
-
-    def _check_execution(self, execution: Execution, *, polled: bool = False) -> None:
-        if not isinstance(execution, Execution):
-            raise InvalidInputError(
-                f"expected an Execution (from trigger() or Execution.from_token()), "
-                f"got {type(execution).__name__}"
-            )
-        if execution.provider != self.provider.kind:
-            raise InvalidInputError(
-                f"this execution was triggered on {execution.provider!r}, but this client "
-                f"talks to {self.provider.kind!r}: wait on it with a client of that platform"
-            )
-        if polled:
-            self._check_pollable("waiting on an execution")
-
-    def _check_pollable(self, what: str) -> None:
-        if not self.provider.pollable:
-            raise UnsupportedOperation(
-                f"{what} is not possible on {self.provider.kind}: a run has no record to poll "
-                "and its result is the reply to the trigger, so use client.run(...)"
-            )
-
-    def _options(
-        self,
-        timeout: float | None,
-        result_type: type[T] | None = None,
-        on_snapshot: Hook | None = None,
-        cancel_remote_on_exit: bool = False,
-        *,
-        snapshots_only: bool = False,
-    ) -> JobOptions:
-        """A call's options, checked before anything is sent. The caller's contextvars
-        are kept only where a hook of its will run (``on_snapshot``, ``on_event``)."""
-        plain = (
-            timeout is DEFAULT
-            and result_type is None
-            and on_snapshot is None
-            and not cancel_remote_on_exit
-            and not snapshots_only
-            and self.options.on_event is None
-        )
-        if plain and self._plain is not None:
-            self._running()
-            return self._plain
-        if on_snapshot is not None and not callable(on_snapshot):
-            raise InvalidInputError("on_snapshot must be a function of a Snapshot, or None")
-        check_result_type(self._converter, result_type)
-        if cancel_remote_on_exit and "cancel" not in self.provider.controls:
-            raise UnsupportedOperation(
-                f"cancel_remote_on_exit=True needs a remote cancel, which {self.provider.kind} "
-                "does not have: leave it out"
-            )
-        options = JobOptions(
-            timeout=self._timeout(timeout),
-            result_type=result_type,
-            on_snapshot=on_snapshot,
-            cancel_remote=cancel_remote_on_exit,
-            context=(
-                contextvars.copy_context()
-                if on_snapshot is not None or self.options.on_event is not None
-                else None
-            ),
-            snapshots_only=snapshots_only,
-        )
-        self._running()
-        if plain:
-            self._plain = options
-        return options
-
-    async def _await(self, job: Job) -> Any:
-        """Submit ``job`` and wait for its end, holding one of the client's slots; the
-        caller's hook runs here. A cancelled caller takes the job out at once. The
-        execution of a bare trigger, else the outcome.
-
-        ``trigger``, ``wait`` and ``run`` are plain functions that check their
-        arguments and return this coroutine: one frame per waiting call, not two,
-        and the payload is not kept alive by the caller's frame once it was sent."""
-        scheduler = self._running()
-        slots = self._slots
-        if not slots.take_nowait():
-            await slots.take()
-        try:
-            job.deadline = job.options.deadline(loop_time())  # the timeout counts from here
-            scheduler.submit(job)
-            try:
-                hook = job.options.on_snapshot
-                if hook is None:  # the common case: one wait, no generator to keep
-                    while not job.done:
-                        await job.wait()
-                else:
-                    async for snapshot in job.updates():
-                        if inspect.isawaitable(result := hook(snapshot)):
-                            await result
-            except BaseException:
-                ended = job.done and not job.cancelled
-                scheduler.withdraw(job)
-                if job.options.cancel_remote and job.execution is not None and not ended:
-                    await scheduler.cancel_remote(job.execution, job)
-                raise
-        finally:
-            slots.give()
-        if job.error is not None:
-            raise job.error
-        return job.execution if job.trigger_only else job.outcome
-
     # -- one request each -----------------------------------------------------------------
 
     def trigger(
@@ -330,23 +205,23 @@ class AsyncClient:
 
         (Like ``wait`` and ``run``: the arguments are checked when it is called, and
         nothing is sent until the coroutine it returns is awaited.)"""
-        self._check_pollable("trigger() without waiting")
+        self._calls.check_pollable("trigger() without waiting")
         job = Job(
-            self._options(timeout),
+            self._calls.options(timeout),
             workflow_id=workflow_id,
             payload=payload,
-            trigger_options=_trigger_options(idempotency_key, connection_id),
+            trigger_options=trigger_options(idempotency_key, connection_id),
             trigger_only=True,
         )
-        return _named(self._await(job), "AsyncClient.trigger")
+        return named(self._calls.wait(job), "AsyncClient.trigger")
 
     async def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         """One poll: where ``execution`` stands now."""
-        self._check_execution(execution, polled=True)
-        seconds = self._timeout(timeout)
+        self._calls.check_execution(execution, polled=True)
+        seconds = self._calls.timeout(timeout)
         scheduler = self._running()
         deadline = loop_time() + seconds if seconds is not None else math.inf
-        async with self._slot():
+        async with self._calls.slot():
             try:
                 return await scheduler.status(execution, deadline=deadline)
             except DeadlineReached:
@@ -357,19 +232,10 @@ class AsyncClient:
                     snapshot=None,
                 ) from None
 
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the client's slots, for one request that is not a job."""
-        await self._slots.take()
-        try:
-            yield
-        finally:
-            self._slots.give()
-
     async def _control(self, execution: Execution, control: Control, data: Any = None) -> None:
-        self._check_execution(execution)
+        self._calls.check_execution(execution)
         scheduler = self._running()
-        async with self._slot():
+        async with self._calls.slot():
             await scheduler.control(execution, control, data)
 
     async def cancel(self, execution: Execution) -> None:
@@ -409,7 +275,7 @@ class AsyncClient:
         request = self.provider.download_request(artifact)
         path = os.fspath(to) if to is not None else None
         transport = self._running().transport
-        async with self._slot():
+        async with self._calls.slot():
             response = await transport.send(request, max_body=max_bytes, to=path)
         if not 200 <= response.status < 300:
             raise error_for_status(
@@ -435,10 +301,10 @@ class AsyncClient:
         ``timeout`` left out is the poll policy's; ``None`` waits without end.
         Raises ``PollTimeout`` when the deadline passes (the run may go on).
         """
-        self._check_execution(execution, polled=True)
-        options = self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
+        self._calls.check_execution(execution, polled=True)
+        options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
         job = Job(options, workflow_id=execution.workflow_id, execution=execution)
-        return _named(self._await(job), "AsyncClient.wait")
+        return named(self._calls.wait(job), "AsyncClient.wait")
 
     def run(
         self,
@@ -454,22 +320,22 @@ class AsyncClient:
     ) -> Coroutine[Any, Any, Outcome[T]]:
         """Trigger ``workflow_id`` and wait for its ``Outcome``; ``timeout`` covers both."""
         job = Job(
-            self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
             workflow_id=workflow_id,
             payload=payload,
-            trigger_options=_trigger_options(idempotency_key, connection_id),
+            trigger_options=trigger_options(idempotency_key, connection_id),
         )
-        return _named(self._await(job), "AsyncClient.run")
+        return named(self._calls.wait(job), "AsyncClient.run")
 
     async def watch(
         self, execution: Execution, *, timeout: float | None = DEFAULT
     ) -> AsyncIterator[Snapshot]:
         """Each change of status or steps, until the execution ends (the last is terminal)."""
-        self._check_execution(execution, polled=True)
-        options = self._options(timeout, snapshots_only=True)
+        self._calls.check_execution(execution, polled=True)
+        options = self._calls.options(timeout, snapshots_only=True)
         job = Job(options, workflow_id=execution.workflow_id, execution=execution)
         scheduler = self._running()
-        await self._slots.take()  # each step of the iteration may run in another task
+        await self._calls.slots.take()  # each step of the iteration may run in another task
         try:
             job.deadline = options.deadline(loop_time())
             scheduler.submit(job)
@@ -477,7 +343,7 @@ class AsyncClient:
                 yield snapshot
         finally:
             scheduler.withdraw(job)
-            self._slots.give()
+            self._calls.slots.give()
         if job.error is not None:
             raise job.error
 
@@ -511,11 +377,11 @@ class AsyncClient:
 
         engine = Engine(
             self._running(),
-            self._slots,
+            self._calls.slots,
             workflow_id,
             payloads,
             concurrency=concurrency,
-            options=self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            options=self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
             key=key,
             fail_fast=fail_fast,
             journal=journal,
@@ -545,33 +411,18 @@ class AsyncClient:
         from ._batch import Batch
         from ._engine import Engine
 
-        self._check_pollable("wait_many")
+        self._calls.check_pollable("wait_many")
         engine = Engine(
             self._running(),
-            self._slots,
+            self._calls.slots,
             "wait_many",
             executions,
             concurrency=concurrency,
-            options=self._options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
+            options=self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
             key=None,
             fail_fast=fail_fast,
             journal=None,
-            check_execution=self._check_execution,
+            check_execution=self._calls.check_execution,
         )
         assert self._tasks is not None
         return Batch(self._tasks, engine)
-
-
-def _trigger_options(
-    idempotency_key: str | None, connection_id: str | None
-) -> TriggerOptions | None:
-    if idempotency_key is None and connection_id is None:
-        return None  # the job's shared empty options
-    return TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
-
-
-def _named(coroutine: Coroutine[Any, Any, Any], name: str) -> Coroutine[Any, Any, Any]:
-    """``coroutine`` under the name of the method that made it, so that a forgotten
-    ``await`` warns about ``AsyncClient.run``, not about an internal helper."""
-    coroutine.__qualname__ = name  # type: ignore[attr-defined]
-    return coroutine

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast, overload
 import anyio.from_thread
 
 from ._batch import Batch
+from ._calls import Hook
 from ._items import BatchCounts
 from .client import DEFAULT, AsyncClient
 from .errors import InvalidInputError, UnsupportedOperation
@@ -54,7 +55,6 @@ else:
     from typing import TypeVar
 
     T = TypeVar("T")
-Hook = Callable[[Snapshot], object]
 
 #: how long Ctrl-C waits for the cancelled task to unwind before giving up on it
 _UNWIND_SECONDS = 5.0

@@ -1,0 +1,193 @@
+"""The caller's side of a single call: what ``trigger``, ``wait``, ``run``, ``watch``,
+``status`` and the controls do besides submitting work.
+
+Every check of a call's arguments is made here, before anything is sent; a call
+that sets no option of its own shares one ``JobOptions``; the caller's
+contextvars are kept only where a hook of its will run. ``Calls.wait`` is the
+coroutine a waiting call returns: it holds one of the client's slots from
+submit to end, runs the caller's ``on_snapshot`` in the caller's own task (so
+in its context), and takes the job out at once when the caller is cancelled.
+It is the only frame a waiting call keeps: ``trigger``, ``wait`` and ``run``
+are plain functions that check and return it, so the caller's frame does not
+keep the payload alive once it was sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import cattrs
+
+from ._job import Job, JobOptions
+from ._results import check_result_type
+from ._scheduler import Scheduler
+from ._slots import Slots
+from ._transport import loop_time
+from .errors import InvalidInputError, UnsupportedOperation
+from .models import Execution, Snapshot
+from .options import ClientOptions
+from .policies import PollPolicy, check_positive
+from .providers.base import Provider, TriggerOptions
+
+__all__ = ["DEFAULT", "Calls", "Hook", "named", "trigger_options"]
+
+Hook = Callable[[Snapshot], object]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: ``timeout=DEFAULT`` means "the poll policy's timeout"; ``None`` means no end.
+DEFAULT: Any = _Default()
+
+
+class Calls:
+    """One client's checks and waiting; ``running`` says whether the client is open."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        options: ClientOptions,
+        poll_policy: PollPolicy,
+        converter: cattrs.Converter,
+        running: Callable[[], Scheduler],
+    ) -> None:
+        self.provider = provider
+        self.client_options = options
+        self.poll_policy = poll_policy
+        self.converter = converter
+        self.running = running
+        self.slots = Slots(options.max_concurrency)
+        #: the options of a call that sets none of its own, shared by all such calls
+        self._plain: JobOptions | None = None
+
+    def timeout(self, timeout: float | None) -> float | None:
+        if timeout is DEFAULT:
+            timeout = self.poll_policy.timeout
+        check_positive("timeout", timeout, allow_none=True, allow_inf=True)
+        return timeout if timeout is None or math.isfinite(timeout) else None
+
+    def check_execution(self, execution: Execution, *, polled: bool = False) -> None:
+        if not isinstance(execution, Execution):
+            raise InvalidInputError(
+                f"expected an Execution (from trigger() or Execution.from_token()), "
+                f"got {type(execution).__name__}"
+            )
+        if execution.provider != self.provider.kind:
+            raise InvalidInputError(
+                f"this execution was triggered on {execution.provider!r}, but this client "
+                f"talks to {self.provider.kind!r}: wait on it with a client of that platform"
+            )
+        if polled:
+            self.check_pollable("waiting on an execution")
+
+    def check_pollable(self, what: str) -> None:
+        if not self.provider.pollable:
+            raise UnsupportedOperation(
+                f"{what} is not possible on {self.provider.kind}: a run has no record to poll "
+                "and its result is the reply to the trigger, so use client.run(...)"
+            )
+
+    def options(
+        self,
+        timeout: float | None,
+        result_type: type[Any] | None = None,
+        on_snapshot: Hook | None = None,
+        cancel_remote_on_exit: bool = False,
+        *,
+        snapshots_only: bool = False,
+    ) -> JobOptions:
+        """A call's options, checked before anything is sent (and the client open)."""
+        hooked = on_snapshot is not None or self.client_options.on_event is not None
+        plain = (
+            timeout is DEFAULT
+            and result_type is None
+            and not cancel_remote_on_exit
+            and not snapshots_only
+            and not hooked
+        )
+        if plain and self._plain is not None:
+            self.running()
+            return self._plain
+        if on_snapshot is not None and not callable(on_snapshot):
+            raise InvalidInputError("on_snapshot must be a function of a Snapshot, or None")
+        check_result_type(self.converter, result_type)
+        if cancel_remote_on_exit and "cancel" not in self.provider.controls:
+            raise UnsupportedOperation(
+                f"cancel_remote_on_exit=True needs a remote cancel, which {self.provider.kind} "
+                "does not have: leave it out"
+            )
+        options = JobOptions(
+            timeout=self.timeout(timeout),
+            result_type=result_type,
+            on_snapshot=on_snapshot,
+            cancel_remote=cancel_remote_on_exit,
+            context=contextvars.copy_context() if hooked else None,
+            snapshots_only=snapshots_only,
+        )
+        self.running()
+        if plain:
+            self._plain = options
+        return options
+
+    async def wait(self, job: Job) -> Any:
+        """Submit ``job`` and wait for its end, holding one of the client's slots: the
+        execution of a bare trigger, else the outcome (see the module's docstring)."""
+        scheduler = self.running()  # the client may have closed since the call
+        slots = self.slots
+        if not slots.take_nowait():
+            await slots.take()
+        try:
+            job.deadline = job.options.deadline(loop_time())  # the timeout counts from here
+            scheduler.submit(job)
+            try:
+                hook = job.options.on_snapshot
+                if hook is None:  # the common case: one wait, no generator to keep
+                    while not job.done:
+                        await job.wait()
+                else:
+                    async for snapshot in job.updates():
+                        if inspect.isawaitable(result := hook(snapshot)):
+                            await result
+            except BaseException:
+                ended = job.done and not job.cancelled
+                scheduler.withdraw(job)
+                if job.options.cancel_remote and job.execution is not None and not ended:
+                    await scheduler.cancel_remote(job.execution, job)
+                raise
+        finally:
+            slots.give()
+        if job.error is not None:
+            raise job.error
+        return job.execution if job.trigger_only else job.outcome
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the client's slots, for one request that is not a job."""
+        await self.slots.take()
+        try:
+            yield
+        finally:
+            self.slots.give()
+
+
+def trigger_options(
+    idempotency_key: str | None, connection_id: str | None
+) -> TriggerOptions | None:
+    if idempotency_key is None and connection_id is None:
+        return None  # the job's shared empty options
+    return TriggerOptions(idempotency_key=idempotency_key, connection_id=connection_id)
+
+
+def named(coroutine: Coroutine[Any, Any, Any], name: str) -> Coroutine[Any, Any, Any]:
+    """``coroutine`` under the name of the method that made it, so that a forgotten
+    ``await`` warns about ``AsyncClient.run``, not about an internal helper."""
+    coroutine.__qualname__ = name  # type: ignore[attr-defined]
+    return coroutine
