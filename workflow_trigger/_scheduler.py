@@ -23,7 +23,8 @@ action raises (a bug, a parse the provider did not foresee) ends that job
 with a ``ProtocolError``; it never stops a worker or another job. Cancelling
 a job (its caller was cancelled, a batch was left early) removes it at once:
 its timer entry is skipped, and the request a worker has in flight for it is
-cancelled through the step's cancel scope, so none is sent after.
+cancelled through its worker's cancel scope (one per worker, renewed after
+such a cancel), so none is sent after.
 
 What happens to one execution between its polls is ``ExecutionState``'s
 business (``_state.py``, pure); this module only does the waiting and the I/O.
