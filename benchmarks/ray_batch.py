@@ -1,8 +1,8 @@
 """workflow_trigger.ray against the emulator: correctness under a SIGKILL, CPU per execution,
-and the scaling model. One run, printed.
+and the scaling model. Printed (``--repeat K``: K runs of the overhead part).
 
     .venv/bin/pip install -e ".[test,ray,bench]"
-    .venv/bin/python benchmarks/ray_batch.py            # --n 10000 --skip-kill ...
+    .venv/bin/python benchmarks/ray_batch.py            # --n 10000 --repeat 3 --skip-kill ...
 
 1. Correctness: a 2,000-item batch over 2 workers against the in-process
    emulator (Codika, then the Runs API), one worker SIGKILLed once a quarter
@@ -15,7 +15,14 @@ and the scaling model. One run, printed.
    the same workload, each against a fresh emulator in its own process
    (``_fanout_server.py``), so the emulator's CPU is in neither figure. The
    Ray cluster is started before the clock starts; the workers' own start
-   (importing the SDK and Ray) is shown apart.
+   (importing the SDK and Ray) is counted, and shown apart as the fixed cost
+   of a batch. A third run is the control: one process doing one worker's
+   share (N/W items at concurrency/W), its CPU times W, i.e. W processes
+   without Ray, each at a W-th of the request rate (the SDK's CPU per
+   request rises as a process's request rate falls). Ray's own processes
+   (raylet, GCS, agents, log monitor) are shown apart, in no figure.
+   ``--repeat K`` runs the three K times in alternating order and prints
+   the median and range of each figure.
 3. Scaling: requests per CPU-second of the client, measured, times cores.
 """
 
@@ -27,6 +34,7 @@ import logging
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -139,23 +147,47 @@ def codika(url: str) -> wt.Codika:
     return wt.Codika("pi_test", api_key="ck_test_key", base_url=url)
 
 
-async def one_process(url: str, args: argparse.Namespace) -> dict[str, float]:
+async def one_process(
+    url: str, args: argparse.Namespace, n: int | None = None, concurrency: int | None = None
+) -> dict[str, float]:
+    n = args.n if n is None else n
+    concurrency = args.concurrency if concurrency is None else concurrency
     cpu, started, ok = cpu_self(), time.perf_counter(), 0
     async with wt.AsyncClient(codika(url), poll=args.poll) as client:
-        batch = client.run_many(
-            "fanout", ({"i": i} for i in range(args.n)), concurrency=args.concurrency
-        )
+        batch = client.run_many("fanout", ({"i": i} for i in range(n)), concurrency=concurrency)
         async with batch:
             async for outcome in batch:
                 ok += outcome.ok
     return {"cpu": cpu_self() - cpu, "wall": time.perf_counter() - started, "ok": ok}
 
 
+async def a_workers_share(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """One process doing what one worker does (N/W items at concurrency/W), its CPU times W:
+    what W processes would cost without Ray, each at a W-th of the request rate."""
+    w = args.workers
+    r = await one_process(url, args, n=args.n // w, concurrency=max(1, args.concurrency // w))
+    return {**r, "cpu": r["cpu"] * w, "ok": r["ok"] * w}
+
+
+def ray_daemons(exclude: set[int]) -> dict[int, float]:
+    """CPU so far of Ray's own processes on this machine (raylet, GCS, agents, log monitor,
+    idle workers): not the driver's, not the workers'."""
+    found: dict[int, float] = {}
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        line = " ".join(process.info["cmdline"] or ())
+        if process.pid in exclude or not ("ray::" in line or "/ray/" in line):
+            continue
+        times = process.info["cpu_times"]
+        found[process.pid] = times.user + times.system
+    return found
+
+
 async def over_ray(url: str, args: argparse.Namespace, n: int | None = None) -> dict[str, float]:
     n = args.n if n is None else n
+    daemons = ray_daemons({os.getpid()})
     cpu, started, ok = cpu_self(), time.perf_counter(), 0
     pids: list[int] = []
-    at_end = 0.0
+    at_end, after = 0.0, daemons
     async with wt_ray.run_many_async(
         codika(url),
         "fanout",
@@ -170,54 +202,86 @@ async def over_ray(url: str, args: argparse.Namespace, n: int | None = None) -> 
                 pids = await batch.worker_pids()
             if ok == n:
                 at_end = cpu_of(pids)  # read before the batch ends and the workers go
+                after = ray_daemons({os.getpid(), *pids})
     return {
         "cpu": cpu_self() - cpu + at_end,
         "driver": cpu_self() - cpu,
         "workers": at_end,
+        "daemons": sum(c - daemons.get(pid, 0.0) for pid, c in after.items()),
         "wall": time.perf_counter() - started,
         "ok": ok,
     }
 
 
+def spread(values: list[float], fmt: str = ".1f") -> str:
+    """The median, and the range when there is more than one value."""
+    middle = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+ONE, SHARE, RAY = "one process", "a worker's share", "ray"
+
+
 async def overhead(args: argparse.Namespace) -> None:
-    results: dict[str, dict[str, float]] = {}
     server = Server(args.min, args.max)
     try:  # the fixed cost of a batch over Ray: start the workers, one item each, stop them
         fixed = await over_ray(server.url, args, n=args.workers)
     finally:
         server.close()
-    for name, run in (("one process", one_process), ("ray, 2 workers", over_ray)):
-        server = Server(args.min, args.max)
-        try:
-            results[name] = await run(server.url, args)
-            results[name]["requests"] = server.requests()
-        finally:
-            server.close()
-    base = results["one process"]
-    for name, r in results.items():
-        per = r["cpu"] / args.n * 1e3
-        extra = ""
-        if "driver" in r:
-            marginal = (r["cpu"] - fixed["cpu"]) / args.n * 1e3
-            extra = (
-                f"\n{'':17}driver {r['driver']:.1f} s + workers {r['workers']:.1f} s; the fixed "
-                f"cost of a batch (workers started, {args.workers} items, stopped) is "
-                f"{fixed['cpu']:.1f} s, so each execution costs {marginal:.3f} ms, "
-                f"{marginal / (base['cpu'] / args.n * 1e3):.2f}x one process"
+    runs = {ONE: one_process, SHARE: a_workers_share, RAY: over_ray}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for rep in range(args.repeat):
+        order = list(runs) if rep % 2 == 0 else list(reversed(runs))  # drift hits all alike
+        for name in order:
+            server = Server(args.min, args.max)
+            try:
+                r = await runs[name](server.url, args)
+                # a worker's share ran N/W items: its requests count W times, as its CPU did
+                r["requests"] = server.requests() * (args.workers if name == SHARE else 1)
+            finally:
+                server.close()
+            results[name].append(r)
+            print(
+                f"  [{rep + 1}/{args.repeat}] {name:<16} CPU {r['cpu']:.1f} s, wall "
+                f"{r['wall']:.1f} s, {int(r['ok'])} ok",
+                flush=True,
             )
+    base = results[ONE]
+    cpu_base = [r["cpu"] for r in base]
+    labels = {
+        ONE: "one process",
+        SHARE: f"1/{args.workers} x {args.workers}",
+        RAY: f"ray, {args.workers} workers",
+    }
+    print(f"\n  {args.repeat} repetition(s): median (min-max)")
+    for name, rs in results.items():
+        ratios = [r["cpu"] / b for r, b in zip(rs, cpu_base, strict=True)]
         print(
-            f"  {name:<15} N={args.n}: {int(r['ok'])} ok, {int(r['requests'])} requests, "
-            f"CPU {r['cpu']:.1f} s = {per:.3f} ms per execution, "
-            f"{r['cpu'] / base['cpu']:.2f}x one process, wall {r['wall']:.1f} s{extra}"
+            f"  {labels[name]:<16} N={args.n}: {int(rs[0]['ok'])} ok, "
+            f"{spread([r['requests'] for r in rs], '.0f')} requests, CPU "
+            f"{spread([r['cpu'] for r in rs])} s = "
+            f"{spread([r['cpu'] / args.n * 1e3 for r in rs], '.3f')} ms per execution, "
+            f"{spread(ratios, '.2f')}x one process, wall {spread([r['wall'] for r in rs])} s"
         )
-    per_core = base["requests"] / base["cpu"]
+    rays = results[RAY]
+    marginal = [(r["cpu"] - fixed["cpu"]) / b for r, b in zip(rays, cpu_base, strict=True)]
+    print(
+        f"{'':17}driver {spread([r['driver'] for r in rays])} s + workers "
+        f"{spread([r['workers'] for r in rays])} s; the fixed cost of a batch (workers "
+        f"started, {args.workers} items, stopped) is {fixed['cpu']:.1f} s, so each execution "
+        f"costs {spread(marginal, '.2f')}x one process; Ray's own processes (raylet, GCS, "
+        f"agents, log monitor), in no figure: {spread([r['daemons'] for r in rays])} s"
+    )
+    per_core = statistics.median(r["requests"] / r["cpu"] for r in base)
     cores = psutil.cpu_count() or 1
-    ratio = results["ray, 2 workers"]["cpu"] / base["cpu"]
+    ratio = statistics.median(r["cpu"] / b for r, b in zip(rays, cpu_base, strict=True))
     print(
         f"\n3. Scaling model: this machine has {cores} cores, shared with the emulator, so "
         f"4 workers on 4 free cores cannot be measured here.\n"
-        f"  one process: {per_core:.0f} requests per CPU-second of the client (measured "
-        f"above: {int(base['requests'])} requests in {base['cpu']:.1f} s)\n"
+        f"  one process: {per_core:.0f} requests per CPU-second of the client (median of "
+        f"the runs above)\n"
         f"  over Ray each request costs {ratio:.2f}x that, so a CPU-bound batch with W "
         f"workers on W free cores makes about W x {per_core / ratio:.0f} requests per "
         f"second:\n"
@@ -237,6 +301,7 @@ def main() -> None:
     parser.add_argument("--min", type=float, default=1.0)
     parser.add_argument("--max", type=float, default=3.0)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-kill", action="store_true")
     args = parser.parse_args()
     args.poll = wt.PollPolicy(interval=args.interval, jitter=0.1, timeout=120.0)

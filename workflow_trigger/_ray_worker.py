@@ -124,23 +124,26 @@ class Worker:
 
         After the first event it lingers a moment (``LINGER``) for more to join it: one
         actor call costs far more CPU than one event, and a token recorded 50 ms later is
-        recorded long before the run's first poll."""
+        recorded long before the run's first poll. While it lingers it sleeps: an event
+        wakes it only when it is the first or the ``MAX_EVENTS``-th (or ``serve`` ends),
+        not one wake-up of this task per event."""
         while not self._events:
             if self._served:
                 return None
             await self._wake.wait()
             self._wake = anyio.Event()
+        self._wake = anyio.Event()  # set again only by the MAX_EVENTS-th event or the end
         if not self._served and len(self._events) < MAX_EVENTS:
             with anyio.move_on_after(LINGER):
-                while not self._served and len(self._events) < MAX_EVENTS:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
+                await self._wake.wait()
         events, self._events = self._events, []
         return events
 
     def _emit(self, event: tuple[Any, ...]) -> None:
-        self._events.append(event)
-        self._wake.set()
+        events = self._events
+        events.append(event)
+        if len(events) == 1 or len(events) >= MAX_EVENTS:
+            self._wake.set()
 
     async def _item(self, client: AsyncClient, work: Work) -> None:
         item_id, payload, token, idempotency_key = work

@@ -1,0 +1,86 @@
+"""A worker's ``events`` long poll, without Ray: the ``Worker`` class is plain Python.
+
+One actor call costs more CPU than many events, so ``events`` gathers what
+happens for ``LINGER`` after the first event; while it lingers it sleeps, and
+an event wakes it only when it is the first or fills the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from workflow_trigger import _ray_worker
+from workflow_trigger._ray_worker import Worker
+
+
+@pytest.fixture
+def w() -> Iterator[Worker]:
+    made = Worker(b"", "wf", {}, None)  # serve() is never called: only the event buffer
+    yield made
+    made._send.close()
+    made._receive.close()
+
+
+async def test_events_linger_and_carry_what_happened_meanwhile_in_one_call(w: Worker) -> None:
+    calls: list[list[tuple[object, ...]] | None] = []
+
+    async def call() -> None:
+        calls.append(await w.events())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await anyio.sleep(0.01)
+            assert not calls  # nothing happened yet: it waits
+            w._emit(("t", 0, "token-0"))
+            for i in range(1, 100):
+                await anyio.lowlevel.checkpoint()
+                w._emit(("t", i, f"token-{i}"))
+                assert not w._wake.is_set()  # it sleeps through its linger: no wake-up per event
+    assert calls and calls[0] is not None
+    assert [event[1] for event in calls[0]] == list(range(100))
+
+
+async def test_events_return_early_once_a_call_is_full(
+    monkeypatch: pytest.MonkeyPatch, w: Worker
+) -> None:
+    monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
+    monkeypatch.setattr(_ray_worker, "MAX_EVENTS", 10)
+    w._emit(("t", 0, "token-0"))
+    with anyio.fail_after(5):  # far below LINGER: the tenth event ends the call
+        async with anyio.create_task_group() as group:
+            got: list[list[tuple[object, ...]] | None] = []
+
+            async def call() -> None:
+                got.append(await w.events())
+
+            group.start_soon(call)
+            for i in range(1, 10):
+                await anyio.sleep(0.001)
+                w._emit(("t", i, f"token-{i}"))
+    assert got[0] is not None and len(got[0]) == 10
+
+
+async def test_events_hand_over_the_rest_then_none_once_serve_ended(
+    monkeypatch: pytest.MonkeyPatch, w: Worker
+) -> None:
+    monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
+    w._emit(("o", 0, {}, None, False))
+    with anyio.fail_after(5):  # the end of serve cuts the linger short
+        async with anyio.create_task_group() as group:
+            got: list[list[tuple[object, ...]] | None] = []
+
+            async def call() -> None:
+                got.append(await w.events())
+
+            group.start_soon(call)
+            await anyio.sleep(0.01)
+            w._emit(("o", 1, {}, None, False))
+            w._served = True  # what serve's ``finally`` does
+            w._wake.set()
+        assert got[0] is not None and [event[1] for event in got[0]] == [0, 1]
+        assert await w.events() is None
