@@ -404,3 +404,43 @@ async def test_a_forgotten_await_names_the_method(client: wt.AsyncClient) -> Non
     with pytest.warns(RuntimeWarning, match="'AsyncClient.trigger' was never awaited"):
         client.trigger("wf")
         gc.collect()
+
+
+async def test_timer_entries_due_close_together_fire_in_one_wake_and_never_early() -> None:
+    import random
+
+    from workflow_trigger._job import Job, JobOptions
+    from workflow_trigger._results import make_converter
+    from workflow_trigger._scheduler import Scheduler
+    from workflow_trigger._transport import loop_time
+
+    scheduler = Scheduler(
+        provider=wt.Codika("pi_1", api_key="ck_1"),
+        transport=None,  # type: ignore[arg-type]  # the dispatcher sends nothing
+        policy=wt.PollPolicy(interval=1.0),  # so entries may wait 20 ms for each other
+        retry=wt.RetryPolicy(),
+        converter=make_converter(),
+        rng=random.Random(0),
+        workers=1,
+        emit=None,
+    )
+    fired: list[float] = []
+    all_fired = anyio.Event()
+
+    def woken() -> None:  # the dispatcher moved one job to the due queue
+        fired.append(loop_time())
+        if len(fired) == 5:
+            all_fired.set()
+
+    scheduler._wake = woken  # type: ignore[method-assign]
+    start = loop_time()
+    due = [start + 0.05 + i * 0.003 for i in range(5)]  # five entries within 12 ms
+    for when in due:
+        scheduler._push(Job(JobOptions(), workflow_id="wf"), when)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(scheduler._dispatch)
+        with anyio.fail_after(5):
+            await all_fired.wait()
+        tasks.cancel_scope.cancel()
+    assert all(at >= when for at, when in zip(fired, due, strict=True))  # none early
+    assert max(fired) - min(fired) < 0.002  # one wake took them all
