@@ -417,7 +417,7 @@ async def test_timer_entries_due_close_together_fire_in_one_wake_and_never_early
     scheduler = Scheduler(
         provider=wt.Codika("pi_1", api_key="ck_1"),
         transport=None,  # type: ignore[arg-type]  # the dispatcher sends nothing
-        policy=wt.PollPolicy(interval=1.0),  # so entries may wait 20 ms for each other
+        policy=wt.PollPolicy(interval=1.0),  # so entries may wait 5 ms for each other
         retry=wt.RetryPolicy(),
         converter=make_converter(),
         rng=random.Random(0),
@@ -434,7 +434,7 @@ async def test_timer_entries_due_close_together_fire_in_one_wake_and_never_early
 
     scheduler._wake = woken  # type: ignore[method-assign]
     start = loop_time()
-    due = [start + 0.05 + i * 0.003 for i in range(5)]  # five entries within 12 ms
+    due = [start + 0.05 + i * 0.001 for i in range(5)]  # five entries within 4 ms
     for when in due:
         scheduler._push(Job(JobOptions(), workflow_id="wf"), when)
     async with anyio.create_task_group() as tasks:
