@@ -21,13 +21,13 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
-from ._items import BatchCounts, ItemKeys
+from ._items import BatchCounts, ItemKeys, iterate
 from ._job import Job, JobOptions
 from ._results import replayed
 from ._scheduler import Scheduler
@@ -43,15 +43,6 @@ __all__ = ["Engine", "no_run_started"]
 
 #: how many items the driver starts before it lets the event loop run
 _YIELD_EVERY = 64
-
-
-async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(payloads, AsyncIterable):
-        async for payload in payloads:
-            yield payload
-    else:
-        for payload in payloads:
-            yield payload
 
 
 class _Item(Job):
@@ -200,7 +191,7 @@ class Engine:
         """Read payloads one at a time, each once a slot is free, and start them."""
         journal, index, slots = self.journal, 0, self._slots
         keys = ItemKeys(self.key, journaled=journal is not None)
-        async for payload in _iterate(self.payloads):
+        async for payload in iterate(self.payloads):
             named = keys.name(payload, index)
             key = named.key
             state = journal.state(key) if journal and not named.refused else None

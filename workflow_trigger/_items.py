@@ -26,17 +26,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
 
 from .errors import InvalidInputError
 
-__all__ = ["PAYLOAD_KEY_PREFIX", "BatchCounts", "ItemKey", "ItemKeys", "canonical_json"]
+__all__ = [
+    "PAYLOAD_KEY_PREFIX",
+    "BatchCounts",
+    "ItemKey",
+    "ItemKeys",
+    "canonical_json",
+    "iterate",
+]
 
 #: how a key made from a payload's digest starts
 PAYLOAD_KEY_PREFIX = "payload:"
+
+
+async def iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """A batch's input, sync or async, read one item at a time."""
+    if isinstance(payloads, AsyncIterable):
+        async for payload in payloads:
+            yield payload
+    else:
+        for payload in payloads:
+            yield payload
 
 
 def canonical_json(value: Any) -> str:

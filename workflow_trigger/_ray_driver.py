@@ -25,7 +25,7 @@ import os
 import pickle
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -33,7 +33,7 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from ._items import BatchCounts, ItemKeys
+from ._items import BatchCounts, ItemKeys, iterate
 from ._ray_worker import DEFAULT_TIMEOUT, Work
 from ._results import check_result_type, make_converter, replayed, structure_result
 from ._secrets import Secret
@@ -117,15 +117,6 @@ def provider_bytes(provider: Provider) -> bytes:
     pickler.dispatch_table = {**copyreg.dispatch_table, Secret: _reveal_secret}
     pickler.dump(provider)
     return buffer.getvalue()
-
-
-async def _iterate(payloads: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(payloads, AsyncIterable):
-        async for payload in payloads:
-            yield payload
-    else:
-        for payload in payloads:
-            yield payload
 
 
 @attrs.define(eq=False)
@@ -372,7 +363,7 @@ class Driver:
     async def _pull(self) -> None:
         journal, index, slots = self.journal, 0, self._slots
         keys = ItemKeys(self.s.key, journaled=journal is not None)
-        async for payload in _iterate(self.s.payloads):
+        async for payload in iterate(self.s.payloads):
             named: ItemKey = keys.name(payload, index)
             state = journal.state(named.key) if journal and not named.refused else None
             await slots.acquire()
