@@ -116,7 +116,7 @@ class Engine:
         self.journal: Journal | None = None
         #: what became of the items so far (``Batch.counts``)
         self.counts = BatchCounts()
-        self._slots = anyio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._live: set[_Item] = set()  # submitted, not yet ended: each holds a client slot
         self._on_wire: set[_Item] = set()  # whose trigger was sent and has not settled
         self._settled: anyio.Event | None = None  # made once the driver waits on them
@@ -138,7 +138,7 @@ class Engine:
 
     def taken(self) -> None:
         """The consumer took one outcome: its item's slot is free."""
-        self._slots.release()
+        self._slots.give()
 
     async def drive(self) -> None:
         """Pull and start every item, then wait until each was delivered; on a stop (the
@@ -197,10 +197,8 @@ class Engine:
             state = journal.state(key) if journal and not named.refused else None
             item = _Item(self.options, self, index, key, payload, state)
             index += 1
-            try:
-                slots.acquire_nowait()
-            except anyio.WouldBlock:
-                await slots.acquire()
+            if not slots.take_nowait():
+                await slots.take()
             self._undelivered += 1
             if named.refused is not None:  # a duplicate key: never triggered, journal untouched
                 self.counts.refused += 1
