@@ -139,34 +139,45 @@ class Calls:
 
     async def wait(self, job: Job) -> Any:
         """Submit ``job`` and wait for its end, holding one of the client's slots: the
-        execution of a bare trigger, else the outcome (see the module's docstring)."""
+        execution of a bare trigger, else the outcome (see the module's docstring). Its
+        frame is what each waiting call keeps, so it has as few locals as can be; the
+        hook's loop and the way out are apart."""
         scheduler = self.running()  # the client may have closed since the call
-        slots = self.slots
-        if not slots.take_nowait():
-            await slots.take()
+        if not self.slots.take_nowait():
+            await self.slots.take()
         try:
             job.deadline = job.options.deadline(loop_time())  # the timeout counts from here
             scheduler.submit(job)
             try:
-                hook = job.options.on_snapshot
-                if hook is None:  # the common case: one wait, no generator to keep
+                if job.options.on_snapshot is None:  # the common case: one wait
                     while not job.done:
                         await job.wait()
                 else:
-                    async for snapshot in job.updates():
-                        if inspect.isawaitable(result := hook(snapshot)):
-                            await result
+                    await self._report(job)
             except BaseException:
-                ended = job.done and not job.cancelled
-                scheduler.withdraw(job)
-                if job.options.cancel_remote and job.execution is not None and not ended:
-                    await scheduler.cancel_remote(job.execution, job)
+                await self._leave(scheduler, job)
                 raise
         finally:
-            slots.give()
+            self.slots.give()
         if job.error is not None:
             raise job.error
         return job.execution if job.trigger_only else job.outcome
+
+    async def _report(self, job: Job) -> None:
+        """Run the caller's ``on_snapshot`` (in its task, so in its context) on each change."""
+        hook = job.options.on_snapshot
+        assert hook is not None
+        async for snapshot in job.updates():
+            if inspect.isawaitable(result := hook(snapshot)):
+                await result
+
+    async def _leave(self, scheduler: Scheduler, job: Job) -> None:
+        """The caller left (cancelled, or its hook raised): take the job out, and cancel
+        the run where it asked that."""
+        ended = job.done and not job.cancelled
+        scheduler.withdraw(job)
+        if job.options.cancel_remote and job.execution is not None and not ended:
+            await scheduler.cancel_remote(job.execution, job)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

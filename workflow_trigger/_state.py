@@ -39,7 +39,7 @@ EARLY = 0.001
 class ExecutionState:
     """One execution from its first snapshot (or none) to its outcome."""
 
-    __slots__ = ("_seen", "deadline", "execution", "last", "max_hint", "policy", "polls", "rng")
+    __slots__ = ("deadline", "execution", "last", "max_hint", "policy", "polls", "rng")
 
     def __init__(
         self,
@@ -59,22 +59,18 @@ class ExecutionState:
         self.max_hint = max_hint
         self.last: Snapshot | None = None
         self.polls = 0
-        self._seen: tuple[Any, ...] | None = None
         if first is not None:
             self.observe(first, polled=False)
 
     # -- observations -------------------------------------------------------------------
 
     def observe(self, snapshot: Snapshot, *, polled: bool = True) -> bool:
-        """Take ``snapshot`` in; whether it is a change of status or steps."""
-        self.last = snapshot
+        """Take ``snapshot`` in; whether it is a change of status or steps (from the last
+        one: what was seen before it is not kept)."""
+        last, self.last = self.last, snapshot
         if polled:
             self.polls += 1
-        key = (snapshot.status, snapshot.steps)
-        if key == self._seen:
-            return False
-        self._seen = key
-        return True
+        return last is None or snapshot.status != last.status or snapshot.steps != last.steps
 
     @property
     def done(self) -> bool:

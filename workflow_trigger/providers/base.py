@@ -360,6 +360,8 @@ _CACHES = frozenset({"_redactor_cache", "_headers_cache"})
 
 #: what may not be in an id we send: control characters, lone surrogates (one search)
 _NOT_SENDABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: a path segment of unreserved characters only (RFC 3986), which ``quote`` leaves as it is
+_PLAIN_SEGMENT = re.compile(f"[A-Za-z0-9._~-]{{1,{MAX_ID_LENGTH}}}")
 
 
 def path_segment(value: Any, what: str) -> str:
@@ -370,6 +372,8 @@ def path_segment(value: Any, what: str) -> str:
     because URL normalisation would turn them into a walk up the path, and so is
     text that is not valid Unicode or longer than ``MAX_ID_LENGTH``.
     """
+    if isinstance(value, str) and _PLAIN_SEGMENT.fullmatch(value) and value not in {".", ".."}:
+        return value  # the common case (every id a platform gives): nothing to encode
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{what} must be a non-empty string, got {excerpt(repr(value))}")
     if len(value) > MAX_ID_LENGTH:
