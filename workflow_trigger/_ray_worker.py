@@ -3,13 +3,14 @@ and many items in flight. It does not import ray; ``ray.py`` makes it an actor.
 
 How it works. ``serve``, called once and running for the whole batch, holds
 the client and a task group with one task per item: ``trigger``, then report
-the token, then ``wait`` — so the driver records each token before the run
-is waited on. The driver reaches the worker through one call at a time,
-``exchange``: it carries new items (each a payload to trigger, with the
-idempotency key the driver chose and its intent already durable in the
-driver's journal, or a token to wait on) and returns, pickled in one piece,
-what happened since the last call, once something did (a long poll that
-lingers ``LINGER`` after the first event, so that one call carries many):
+the token, then ``wait`` (the driver records the token when the next call
+brings it back, while the run is waited on). The driver reaches the worker
+through one call at a time, ``exchange``: it carries new items (each a
+payload to trigger, with the idempotency key the driver chose and its
+intent already durable in the driver's journal, or a token to wait on) and
+returns, pickled in one piece, what happened since the last call, once
+something did (a long poll that lingers ``LINGER`` after the first event,
+so that one call carries many):
 
 * ``("t", item_id, token)``: the trigger answered;
 * ``("o", item_id, outcome, refused)``: the item ended: its ``Outcome`` as
