@@ -54,7 +54,7 @@ Work = tuple[int, Any, "str | None", "str | None"]
 DEFAULT_TIMEOUT = "default"
 #: seconds ``events`` waits for more events to join the first, and how many are enough: an
 #: actor call costs ~1 ms of CPU at each end, an event a few µs
-LINGER = 0.25
+LINGER = 0.1
 MAX_EVENTS = 5_000
 
 
@@ -138,7 +138,7 @@ class Worker:
 
         After the first event it lingers a moment (``LINGER``) for more to join it: one
         actor call costs far more CPU than one event. The run is waited on meanwhile: a token
-        recorded a quarter of a second later only matters if the driver dies in between (its
+        recorded a tenth of a second later only matters if the driver dies in between (its
         trigger is then sent again on resume, as for a run without a token); an outcome
         reaches the caller as much later. While it lingers it sleeps: an event
         wakes it only when it is the first or the ``MAX_EVENTS``-th (or ``serve`` ends),
