@@ -313,11 +313,12 @@ def main() -> None:
             print("1. Correctness: a worker SIGKILLed mid-batch")
             for platform in ("codika", "runs_api"):
                 anyio.run(correctness, platform, args.kill_n)
-        print(
-            f"\n2. Client CPU per execution, durations {args.min}-{args.max} s, poll every "
-            f"{args.interval} s, concurrency {args.concurrency}"
-        )
-        anyio.run(overhead, args)
+        if args.repeat:  # --repeat 0: the correctness part alone
+            print(
+                f"\n2. Client CPU per execution, durations {args.min}-{args.max} s, poll every "
+                f"{args.interval} s, concurrency {args.concurrency}"
+            )
+            anyio.run(overhead, args)
     finally:
         ray.shutdown()
 

@@ -5,8 +5,15 @@ not import ray: ``ray.py`` gives it a ``Cluster`` (how to start workers and reac
 How it works. Payloads are read lazily and named as ``Client.run_many`` names
 them (``_items.ItemKeys``); each item holds one of ``concurrency`` slots until
 the caller took its outcome, so the whole batch, not each worker, is bounded.
-Items go in chunks (one call each) to the least loaded live worker. With a
-journal, a chunk's intents are committed before it leaves, each token when a
+Each worker has one listener here, which makes one call at a time
+(``WorkerLink.exchange``): it carries the ready items up to the worker's
+fair share of the open ones and comes back with what the worker reported
+(tokens, outcomes), then the next call goes out. So the items a worker's
+outcomes freed go back to it in its next call, and a batch makes a few
+calls per second per worker, not one per chunk plus one per event poll.
+Items that no call took within ``_SPILL`` (every worker's call waiting for
+long runs) go in a call of their own to the least loaded worker. With a
+journal, an item's intent is committed before it leaves, each token when a
 worker reports it, each outcome before it is handed over. The driver also
 keeps, in memory, which worker holds which open item and its token: when a
 worker dies (``Cluster.died``), its items go to the others (a token: waited
@@ -62,14 +69,17 @@ __all__ = [
 class WorkerLink(Protocol):
     """One worker (a ``_ray_worker.Worker`` somewhere), as the driver reaches it."""
 
-    async def events(self) -> list[tuple[Any, ...]] | None: ...
+    async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
+        """Hand ``works`` (maybe none) over, then what happened since the last call, once
+        something did (``_ray_worker.Worker.exchange``); None once all is over."""
 
     async def served(self) -> None:
         """Once ``events`` said None: raise what ended the worker's ``serve``, if anything."""
 
     async def pid(self) -> int: ...
 
-    def submit(self, works: list[Work]) -> None: ...
+    def submit(self, works: list[Work]) -> None:
+        """Hand ``works`` over, waiting for nothing."""
 
     def stop(self, graceful: bool) -> None: ...
 
@@ -99,11 +109,12 @@ class Cluster(Protocol):
         """Disconnect, and stop the cluster ``join`` started."""
 
 
-#: items per chunk sent to a worker: one actor call each
-_CHUNK = 256
 _YIELD_EVERY = 64
-#: seconds the dispatcher lets items gather before it sends a chunk
+#: seconds a listener lets the slots that its worker's outcomes freed be filled (the caller
+#: takes the outcomes, the puller reads more payloads) before its next call carries them
 _LINGER = 0.02
+#: seconds a ready item may wait for an ``exchange`` to take it before it goes on its own
+_SPILL = 1.0
 
 
 def _reveal_secret(secret: Secret) -> tuple[Any, ...]:
@@ -139,6 +150,7 @@ class _Open:
     idempotency_key: str | None = None
     sent: bool = False  # its trigger was handed to a worker: it may have started a run
     worker: _Worker | None = None
+    ready_at: float = 0.0  # when it last became ready to go to a worker
 
 
 @attrs.frozen
@@ -284,7 +296,7 @@ class Driver:
                     with self.scope:
                         async with anyio.create_task_group() as work:
                             work.start_soon(self._pull)
-                            work.start_soon(self._dispatch, listeners, options)
+                            work.start_soon(self._spill)
                             await self._all_done.wait()
                             work.cancel_scope.cancel()
                     # a journaled batch lets the triggers on the wire finish and records them
@@ -331,7 +343,11 @@ class Driver:
         self, worker: _Worker, listeners: anyio.abc.TaskGroup, options: dict[str, Any]
     ) -> None:
         try:
-            while (events := await worker.link.events()) is not None:
+            while True:
+                await anyio.sleep(_LINGER)
+                events = await worker.link.exchange(await self._take(worker))
+                if events is None:
+                    break
                 await self._handle(worker, events)
             await worker.link.served()  # raises what stopped the worker's client, if anything
         except self.cluster.died:
@@ -342,8 +358,9 @@ class Driver:
         worker.live, worker.load = False, 0
         self.lost += 1
         orphans = [item for item in self._open.values() if item.worker is worker]
+        now = anyio.current_time()
         for item in orphans:
-            item.worker = None
+            item.worker, item.ready_at = None, now
         self._ready.extendleft(reversed(orphans))
         stopping = self.scope is None or self.scope.cancel_called
         if not stopping and self._replacements > 0:
@@ -397,6 +414,7 @@ class Driver:
                     item.payload, item.token = None, state.token
                     item.duplicated = state.possibly_duplicated
                 self._open[index] = item
+                item.ready_at = anyio.current_time()
                 self._ready.append(item)
                 self._wake.set()
             index += 1
@@ -406,29 +424,53 @@ class Driver:
         if not self._undelivered:
             self._all_done.set()
 
-    async def _dispatch(self, listeners: anyio.abc.TaskGroup, options: dict[str, Any]) -> None:
+    def _stopping(self) -> bool:
+        return self.scope is None or self.scope.cancel_called or self._all_done.is_set()
+
+    async def _take(self, worker: _Worker) -> list[Work]:
+        """The ready items ``worker``'s next call carries: up to its fair share of the open
+        items (ready or at a worker), so the workers stay about equally loaded."""
+        live = sum(w.live for w in self.workers)
+        if not self._ready or self._stopping() or not live:
+            return []
+        share = -(-len(self._open) // live) - worker.load
+        if share <= 0:
+            return []
+        chunk = [self._ready.popleft() for _ in range(min(share, len(self._ready)))]
+        return (await self._hand(chunk, [worker])).get(worker, [])
+
+    async def _spill(self) -> None:
+        """Send the ready items on their own once the oldest waited ``_SPILL`` for a call."""
         while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            # the slots of one events call free together: let the puller fill them first,
-            # so that one chunk (one actor call) carries them all
-            await anyio.sleep(_LINGER)
-            while self._ready and any(w.live for w in self.workers):
-                chunk = [self._ready.popleft() for _ in range(min(_CHUNK, len(self._ready)))]
-                await self._intend([item for item in chunk if item.token is None])
-                live = [w for w in self.workers if w.live]  # again: one may have died meanwhile
-                if not live:
-                    self._ready.extendleft(reversed(chunk))
-                    break
-                works: dict[_Worker, list[Work]] = {}
-                for item in chunk:
-                    worker = min(live, key=lambda w: w.load)
-                    worker.load += 1
-                    item.worker = worker
-                    work = (item.index, item.payload, item.token, item.idempotency_key)
-                    works.setdefault(worker, []).append(work)
-                for worker, batch in works.items():
-                    worker.link.submit(batch)
+            if not self._ready or not any(w.live for w in self.workers):
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            wait = self._ready[0].ready_at + _SPILL - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue
+            chunk = list(self._ready)
+            self._ready.clear()
+            for worker, works in (await self._hand(chunk, self.workers)).items():
+                worker.link.submit(works)
+
+    async def _hand(self, chunk: list[_Open], workers: list[_Worker]) -> dict[_Worker, list[Work]]:
+        """Hand the items to the least loaded of the live ``workers``, their intents durable
+        first; what each is to be sent. With none alive, they go back to the ready queue."""
+        await self._intend([item for item in chunk if item.token is None])
+        live = [w for w in workers if w.live]  # again: one may have died meanwhile
+        if not live:
+            self._ready.extendleft(reversed(chunk))
+            return {}
+        works: dict[_Worker, list[Work]] = {}
+        for item in chunk:
+            worker = min(live, key=lambda w: w.load) if len(live) > 1 else live[0]
+            worker.load += 1
+            item.worker = worker
+            work = (item.index, item.payload, item.token, item.idempotency_key)
+            works.setdefault(worker, []).append(work)
+        return works
 
     async def _intend(self, items: list[_Open]) -> None:
         """Make the items' intents durable (with a journal) before their triggers leave."""
@@ -474,10 +516,10 @@ class Driver:
             if self.journal is not None:
                 await self.journal.record_token(item.key, Execution.from_token(event[2]))
             return
-        data, exception, refused = event[2:5]
+        ended, refused = event[2:4]
         del self._open[item.index]
         worker.load -= 1
-        outcome = self._outcome(item, data, exception)
+        outcome = self._outcome(item, ended)
         if self.journal is not None:
             if outcome.exception is None:
                 await self.journal.record_outcome(item.key, outcome)
@@ -485,12 +527,10 @@ class Driver:
                 await self.journal.record_refused(item.key)
         self._deliver(outcome)
 
-    def _outcome(
-        self, item: _Open, data: dict[str, Any], exception: BaseException | None
-    ) -> Outcome[Any]:
-        outcome = Outcome.from_dict(data)
-        if exception is not None:
-            outcome = attrs.evolve(outcome, exception=exception)
+    def _outcome(self, item: _Open, outcome: Outcome[Any] | dict[str, Any]) -> Outcome[Any]:
+        """The worker's outcome of ``item``, named, flagged and structured as the caller asked."""
+        if isinstance(outcome, dict):  # its exception did not survive pickling
+            outcome = Outcome.from_dict(outcome)
         fields: dict[str, Any] = {
             "index": item.index,
             "key": item.key,

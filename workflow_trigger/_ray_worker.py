@@ -1,25 +1,31 @@
 """One worker of a batch spread over processes (``workflow_trigger.ray``): one ``AsyncClient``
 and many items in flight. It does not import ray; ``ray.py`` makes it an actor.
 
-How it works. The driver sends items in chunks (``submit``); each is a payload
-to trigger (with the idempotency key the driver chose, its intent already
-durable in the driver's journal) or a token to wait on. ``serve``, called
-once and running for the whole batch, holds the client and a task group with
-one task per item: ``trigger``, then report the token, then ``wait`` — so the
-driver records each token before the run is waited on. What happened is
-buffered as events and handed over in bulk by ``events``, which the driver
-calls again and again (a long poll: it returns as soon as there is one):
+How it works. ``serve``, called once and running for the whole batch, holds
+the client and a task group with one task per item: ``trigger``, then report
+the token, then ``wait`` (the driver records the token when the next call
+brings it back, while the run is waited on). The driver reaches the worker
+through one call at a time, ``exchange``: it carries new items (each a
+payload to trigger, with the idempotency key the driver chose and its
+intent already durable in the driver's journal, or a token to wait on) and
+returns, pickled in one piece, what happened since the last call, once
+something did (a long poll that lingers ``LINGER`` after the first event,
+so that one call carries many):
 
 * ``("t", item_id, token)``: the trigger answered;
-* ``("o", item_id, outcome_dict, exception, refused)``: the item ended, its
-  ``Outcome.to_dict()`` (the raw result: the driver structures it), the
-  exception object when it survives pickling (else the dict's form is used),
-  and whether the failed trigger certainly started no run.
+* ``("o", item_id, outcome, refused)``: the item ended: its ``Outcome`` as
+  the worker's client made it (the raw result: the driver structures it),
+  or, when its exception does not survive pickling, the outcome's
+  ``to_dict()`` (``Outcome.from_dict`` at the driver makes the exception the
+  SDK's class of that name); and whether the failed trigger certainly
+  started no run.
 
-``stop(graceful=True)`` ends every item at once except the triggers on the
-wire, which are let finish and report their token (a journaled batch that is
-left early records them, as in one process); then ``serve`` returns and
-``events`` hands over the rest and then ``None``.
+``submit`` hands over items without waiting for events: the driver uses it
+only for items that no ``exchange`` took in time. ``stop(graceful=True)``
+ends every item at once except the triggers on the wire, which are let
+finish and report their token (a journaled batch that is left early records
+them, as in one process); then ``serve`` returns and ``exchange`` hands over
+the rest and then ``None``.
 """
 
 from __future__ import annotations
@@ -46,18 +52,19 @@ Work = tuple[int, Any, "str | None", "str | None"]
 #: what ``timeout=`` left out is called on the wire (``DEFAULT`` is not one object across
 #: processes)
 DEFAULT_TIMEOUT = "default"
-#: seconds ``events`` waits for more events to join the first, and how many are enough
-LINGER = 0.05
-MAX_EVENTS = 2_000
+#: seconds ``events`` waits for more events to join the first, and how many are enough: an
+#: actor call costs ~1 ms of CPU at each end, an event a few µs
+LINGER = 0.1
+MAX_EVENTS = 5_000
 
 
-def _portable(exc: BaseException) -> BaseException | None:
-    """``exc`` if it comes back from pickling as itself, else None."""
+def _portable(exc: BaseException) -> bool:
+    """Whether ``exc`` comes back from pickling as itself."""
     try:
         copy = pickle.loads(pickle.dumps(exc))
     except Exception:
-        return None
-    return exc if type(copy) is type(exc) and str(copy) == str(exc) else None
+        return False
+    return type(copy) is type(exc) and str(copy) == str(exc)
 
 
 class Worker:
@@ -111,6 +118,13 @@ class Worker:
         if not self._stopping:  # a chunk that crossed the stop: the driver no longer waits for it
             self._send.send_nowait(works)
 
+    async def exchange(self, works: list[Work]) -> bytes | None:
+        """``submit`` the items, then ``events``, pickled at once (plain ``pickle`` is cheaper
+        than Ray's serializer for many small objects); None once all is over."""
+        await self.submit(works)
+        events = await self.events()
+        return None if events is None else pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
+
     async def stop(self, graceful: bool) -> None:
         """End every item now; with ``graceful``, triggers on the wire finish first."""
         self._stopping = True
@@ -123,8 +137,10 @@ class Worker:
         """What happened since the last call, once something did; None once all is over.
 
         After the first event it lingers a moment (``LINGER``) for more to join it: one
-        actor call costs far more CPU than one event, and a token recorded 50 ms later is
-        recorded long before the run's first poll. While it lingers it sleeps: an event
+        actor call costs far more CPU than one event. The run is waited on meanwhile: a token
+        recorded a tenth of a second later only matters if the driver dies in between (its
+        trigger is then sent again on resume, as for a run without a token); an outcome
+        reaches the caller as much later. While it lingers it sleeps: an event
         wakes it only when it is the first or the ``MAX_EVENTS``-th (or ``serve`` ends),
         not one wake-up of this task per event."""
         while not self._events:
@@ -162,7 +178,7 @@ class Worker:
                     outcome = await client.run(
                         self._workflow_id, payload, timeout=timeout, idempotency_key=idempotency_key
                     )
-                    self._emit(("o", item_id, outcome.to_dict(), None, False))
+                    self._emit(("o", item_id, outcome, False))
                     return
                 if execution is None:
                     self._triggering.add(item_id)
@@ -180,7 +196,7 @@ class Worker:
                     if limit is not None:  # the item's deadline covers its trigger and its wait
                         timeout = max(limit - (anyio.current_time() - start), 1e-3)
                 outcome = await client.wait(execution, timeout=timeout)
-                self._emit(("o", item_id, outcome.to_dict(), None, False))
+                self._emit(("o", item_id, outcome, False))
         except WorkflowTriggerError as exc:
             snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
             ended: Outcome[Any] = Outcome(
@@ -190,7 +206,9 @@ class Worker:
                 exception=exc,
             )
             refused = execution is None and no_run_started(exc)
-            self._emit(("o", item_id, ended.to_dict(), _portable(exc), refused))
+            # an exception that does not survive pickling goes as ``to_dict``'s form: the
+            # driver's ``from_dict`` makes it the SDK's class of that name
+            self._emit(("o", item_id, ended if _portable(exc) else ended.to_dict(), refused))
         finally:
             self._triggering.discard(item_id)
             del self._scopes[item_id]

@@ -4,15 +4,18 @@ one journal at the driver. Needs the ``ray`` extra (``pip install "workflow-trig
 How it works. The driver (the caller's process) reads the payloads lazily,
 names each item as ``Client.run_many`` does (``_items.ItemKeys``), and holds
 one of ``concurrency`` slots per item until the caller took its outcome, so
-the whole batch, not each worker, is bounded. Each item is handed, in chunks,
-to the least loaded of ``workers`` async actors (``_ray_worker.Worker``),
-which trigger, report the token and wait, many items at once. The rate limit
+the whole batch, not each worker, is bounded. Items go to ``workers`` async
+actors (``_ray_worker.Worker``), which trigger, report the token and wait,
+many items at once; each actor is reached by one call at a time, which
+carries new items and comes back with what the actor reported. The rate limit
 (``rate_limit=`` or the platform's) is split evenly between the workers.
 
 The journal stays at the driver, with the single-process rules: an item's
-intent is committed before its chunk leaves for a worker; a token is
-committed when the worker reports it, before the run is waited on; an
-outcome is committed before it is handed over. The driver also remembers, in
+intent is committed before the call that carries it leaves; a token is
+committed as soon as the driver receives it (a worker reports each token
+when its trigger answers, in a call that gathers events for up to 0.1 s,
+and waits on the run meanwhile); an outcome is committed before it is
+handed over. The driver also remembers, in
 memory, which worker holds which open item and its token. A worker that
 dies (its process killed, its machine lost) is written off and replaced: its
 items with a token are waited on by another worker, those without are sent
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -68,9 +72,9 @@ class _Actor:
         self.actor = actor
         self._served = actor.serve.remote()
 
-    async def events(self) -> list[tuple[Any, ...]] | None:
-        events: list[tuple[Any, ...]] | None = await self.actor.events.remote()
-        return events
+    async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
+        events: bytes | None = await self.actor.exchange.remote(works)
+        return None if events is None else pickle.loads(events)  # what our worker pickled
 
     async def served(self) -> None:
         try:

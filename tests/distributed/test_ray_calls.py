@@ -1,0 +1,193 @@
+"""How many calls a batch makes between the driver and its workers, without Ray.
+
+An actor call costs about a millisecond of CPU at each end, far more than
+the events it carries, so the driver reaches each worker through one call at
+a time that both carries new items and brings back what happened. Here the
+workers are ``_ray_worker.Worker``s in this process and event loop, behind a
+``Cluster`` that counts the calls; the emulator runs on loopback.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+import workflow_trigger as wt
+from workflow_trigger import _ray_worker
+from workflow_trigger._ray_driver import Driver, WorkerLink, settings
+from workflow_trigger._ray_worker import Work, Worker
+from workflow_trigger.providers.base import Provider
+from workflow_trigger.ray import RayBatch
+from workflow_trigger.testing import Emulator, Scenario
+
+POLL = wt.PollPolicy(interval=0.1, jitter=0.0, timeout=60.0)
+
+
+class Link:
+    """A ``WorkerLink`` to a worker in this process, counting the calls."""
+
+    def __init__(self, worker: Worker, group: anyio.abc.TaskGroup) -> None:
+        self.worker, self.group = worker, group
+        self.exchanges = self.submits = 0
+        self.carried = 0  # items the exchanges carried
+        self._done = anyio.Event()
+        self._error: BaseException | None = None
+        group.start_soon(self._serve)
+
+    async def _serve(self) -> None:
+        try:
+            await self.worker.serve()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
+        self.exchanges += 1
+        self.carried += len(works)
+        events = await self.worker.exchange(works)
+        return None if events is None else pickle.loads(events)
+
+    async def served(self) -> None:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def pid(self) -> int:
+        return await self.worker.pid()
+
+    def submit(self, works: list[Work]) -> None:
+        self.submits += 1
+        self.group.start_soon(self.worker.submit, works)
+
+    def stop(self, graceful: bool) -> None:
+        self.group.start_soon(self.worker.stop, graceful)
+
+    def kill(self) -> None:
+        self.stop(False)
+
+
+class Local:
+    """A ``Cluster`` whose workers run in this event loop."""
+
+    died: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self.group = group
+        self.links: list[Link] = []
+
+    def join(self, address: str | None, workers: int | None) -> bool:
+        return False
+
+    def cpus(self) -> int:
+        return 2
+
+    def spawn(
+        self,
+        spec: bytes | Callable[[], Provider],
+        workflow_id: str,
+        options: dict[str, Any],
+        timeout: float | str | None,
+    ) -> WorkerLink:
+        link = Link(Worker(spec, workflow_id, options, timeout), self.group)
+        self.links.append(link)
+        return link
+
+    def leave(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def cluster(anyio_backend: object) -> AsyncIterator[Local]:
+    del anyio_backend
+    async with anyio.create_task_group() as group:
+        yield Local(group)
+
+
+def batch(cluster: Local, provider: wt.Provider, workflow_id: str, items: Any, **kw: Any) -> Any:
+    options = {"poll": POLL, "rate_limit": 1e6}
+    kw = {
+        "workers": 2,
+        "address": None,
+        "concurrency": 100,
+        "key": None,
+        "journal": None,
+        "result_type": None,
+        "timeout": None,
+        "fail_fast": False,
+        **kw,
+    }
+    checked = settings(provider, workflow_id, items, client_options=options, **kw)
+    return RayBatch(Driver(checked, options, cluster))
+
+
+@pytest.fixture
+async def emulator(anyio_backend: object) -> AsyncIterator[Emulator]:
+    del anyio_backend
+    async with Emulator(seed=0, runs_api_rate_limit=10**6, runs_api_read_rate_limit=10**6) as emu:
+        yield emu
+
+
+def codika(emu: Emulator) -> wt.Codika:
+    return wt.Codika(emu.codika_instance_id, api_key=emu.codika_api_key, base_url=emu.base_url)
+
+
+async def test_a_batch_makes_a_few_calls_per_second_per_worker_not_one_per_chunk_or_event(
+    cluster: Local, emulator: Emulator
+) -> None:
+    emulator.scenario("wf", Scenario(duration=(0.2, 0.6), result=lambda p: p))
+    n = 2_000
+    started = anyio.current_time()
+    with anyio.fail_after(60):
+        async with batch(
+            cluster, codika(emulator), "wf", ({"k": i} for i in range(n)), concurrency=400
+        ) as run:
+            outcomes = [o async for o in run]
+    wall = anyio.current_time() - started
+    assert sorted(o.result["k"] for o in outcomes if o.ok) == list(range(n))
+    links = cluster.links
+    calls = sum(link.exchanges + link.submits for link in links)
+    # each call lingers for events, so calls grow with time, not with items: about one per
+    # LINGER per worker (the outcomes of 2,000 items and 2,000 tokens: 4,000 events)
+    print("CALLS", calls, wall)
+    assert calls <= len(links) * (wall / _ray_worker.LINGER + 4), (calls, wall)
+    # a submit per chunk and an events poll per ~70 ms per worker: about 280 here, by
+    # the old code's rates
+    assert calls <= n / 10, calls
+    assert sum(link.carried for link in links) == n  # the items went with the event polls
+    assert all(link.carried >= n / 4 for link in links)  # to both workers
+
+
+async def test_an_item_no_call_takes_in_time_goes_on_its_own(
+    cluster: Local, emulator: Emulator
+) -> None:
+    emulator.scenario("slow", Scenario(duration=60.0))
+    # item 1 repeats item 0's key: refused at the driver, its outcome ready at once; it
+    # holds the second slot until taken, so item 2 is read only when it is
+    items = [{"k": 0}, {"k": 0}, {"k": 1}]
+    with anyio.fail_after(30):  # far below the slow run's 60 s
+        async with batch(
+            cluster,
+            codika(emulator),
+            "slow",
+            items,
+            workers=1,
+            concurrency=2,
+            key=lambda p: p["k"],
+        ) as run:
+            # the first call carried item 0, came back with its token; the second waits
+            # for events that the 60 s run will not give for a minute (the condition is
+            # checked at each request the emulator answers: item 0 is polled every 0.1 s)
+            links = cluster.links
+            await emulator.wait_until(lambda: bool(links) and links[0].exchanges >= 2)
+            [link] = links
+            refused = await run.__anext__()  # the slot is free: item 2 is read now
+            assert isinstance(refused.exception, wt.InvalidInputError)
+            await emulator.wait_for_triggers("slow", 2)
+            assert link.submits == 1 and link.carried == 1
+            assert run.counts.triggered == 2
