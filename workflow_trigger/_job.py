@@ -75,24 +75,21 @@ class Job:
     """One execution the scheduler works on, from its trigger (if any) to its end."""
 
     __slots__ = (
-        "cancelled",
         "changes",
         "deadline",
         "done",
         "due",
         "error",
         "execution",
+        "flags",
         "id",
         "options",
         "outcome",
         "owner",
         "payload",
         "scope",
-        "started",
         "state",
-        "trigger_only",
         "trigger_options",
-        "triggering",
         "waiter",
         "workflow_id",
     )
@@ -116,15 +113,14 @@ class Job:
         self.payload = payload
         self.execution = execution
         self.trigger_options = trigger_options or _NO_OPTIONS
-        self.trigger_only = trigger_only
+        #: ``cancelled``, ``started``, ``triggering``, ``trigger_only`` in one small int:
+        #: 24 bytes less for each of 100,000 waiting calls than a slot each
+        self.flags = _TRIGGER_ONLY if trigger_only else 0
         self.owner = owner
         self.state: ExecutionState | None = None
         self.outcome: Outcome[Any] | None = None
         self.error: WorkflowTriggerError | None = None
         self.done = False  # ended, or cancelled: no worker touches it any more
-        self.cancelled = False
-        self.started = False  # a worker took its trigger
-        self.triggering = False  # its trigger is on the wire
         self.scope: anyio.CancelScope | None = None
         #: the time of the timer entry that counts (older ones are skipped)
         self.due: float | None = None
@@ -134,6 +130,37 @@ class Job:
         )
         #: what a single call's caller awaits until the job ends or has a change
         self.waiter: Wake | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Taken out by its caller or its batch (``cancel``), not ended by the platform."""
+        return bool(self.flags & _CANCELLED)
+
+    @property
+    def started(self) -> bool:
+        """A worker took its trigger."""
+        return bool(self.flags & _STARTED)
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._set(_STARTED, value)
+
+    @property
+    def triggering(self) -> bool:
+        """Its trigger is on the wire."""
+        return bool(self.flags & _TRIGGERING)
+
+    @triggering.setter
+    def triggering(self, value: bool) -> None:
+        self._set(_TRIGGERING, value)
+
+    @property
+    def trigger_only(self) -> bool:
+        """A bare ``trigger()``: it ends with its execution, nothing is polled."""
+        return bool(self.flags & _TRIGGER_ONLY)
+
+    def _set(self, bit: int, value: bool) -> None:
+        self.flags = self.flags | bit if value else self.flags & ~bit
 
     @property
     def context(self) -> contextvars.Context | None:
@@ -180,7 +207,8 @@ class Job:
         the wire still gets its answer (and its owner's ``triggered``), nothing after."""
         if self.done:
             return
-        self.done = self.cancelled = True
+        self.done = True
+        self.flags |= _CANCELLED
         if self.scope is not None and not (let_trigger_finish and self.triggering):
             self.scope.cancel()
 
@@ -259,4 +287,5 @@ class Wake:
 
 
 _NO_OPTIONS = TriggerOptions()
+_CANCELLED, _STARTED, _TRIGGERING, _TRIGGER_ONLY = 1, 2, 4, 8
 _ids = itertools.count(1)
