@@ -321,3 +321,18 @@ def _execution(now: datetime, i: int = 0) -> Execution:
         extras={"process_instance_id": "pi_1"},
         triggered_at=now,
     )
+
+
+def test_a_plain_id_is_sent_as_it_is_and_any_other_is_encoded() -> None:
+    """The fast path for ids of unreserved characters gives what ``quote`` would."""
+    from urllib.parse import quote
+
+    from workflow_trigger.providers.base import path_segment
+
+    for plain in ["abc", "01a235bd-7d5e-73ab-8cee-4445f7af6396", "a.b_c~d-e", "x" * 256]:
+        assert path_segment(plain, "id") == quote(plain, safe="") == plain
+    for other in ["a/b", "a b", "é", "a?b#c", "%41"]:
+        assert path_segment(other, "id") == quote(other, safe="") != other
+    for refused in [".", "..", "", "x" * 257, "a\x00b"]:
+        with pytest.raises(InvalidInputError):
+            path_segment(refused, "id")
