@@ -4,9 +4,10 @@
 one execution from its trigger (if any) to its end, with the little a worker needs
 between steps (``Scheduler`` in ``_scheduler.py`` does the work); its ``owner``, a
 batch, is told of each step (``Owner``), and a single call's caller waits on a
-bare asyncio future made only while it waits (``Job.notify``; an ``anyio.Event``
-is about 900 bytes per waiting call, this about 150, and aiohttp ties the
-client to asyncio anyway). Cancelling a job takes it out of the scheduler at once.
+``Wake`` made only while it waits (``Job.notify``; an ``anyio.Event`` is about
+900 bytes per waiting call, an asyncio future and its iterator 216, a ``Wake``
+64, and aiohttp ties the client to asyncio anyway). Cancelling a job takes it
+out of the scheduler at once.
 """
 
 from __future__ import annotations
