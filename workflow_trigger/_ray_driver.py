@@ -74,7 +74,7 @@ class WorkerLink(Protocol):
         something did (``_ray_worker.Worker.exchange``); None once all is over."""
 
     async def served(self) -> None:
-        """Once ``events`` said None: raise what ended the worker's ``serve``, if anything."""
+        """Once ``exchange`` said None: raise what ended the worker's ``serve``, if anything."""
 
     async def pid(self) -> int: ...
 
