@@ -52,6 +52,15 @@ def test_the_next_poll_is_never_after_the_deadline() -> None:
     assert not state().expired(1e12)  # no deadline
 
 
+def test_only_the_policys_own_schedule_is_brought_forward() -> None:
+    s = state(deadline=200.0)
+    assert s.next_poll_at(100.0, early=0.005) == 102.0 - 0.005
+    s.observe(snap(wt.Status.RUNNING, retry_after=7.0))
+    assert s.next_poll_at(100.0, early=0.005) == 107.0  # a server's hint: never before it
+    s.observe(snap(wt.Status.RUNNING))
+    assert s.next_poll_at(199.0, early=0.005) == 200.0  # the deadline stays where it is
+
+
 def test_only_changes_of_status_or_steps_are_changes() -> None:
     s = state(first=snap(wt.Status.PENDING))
     assert s.polls == 0  # the trigger's answer is not a poll

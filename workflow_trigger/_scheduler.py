@@ -61,7 +61,7 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger("workflow_trigger")
 
 
-#: the most a timer entry waits for others due soon after it (see ``Scheduler.slack``)
+#: the widest window of timer entries taken in one wake (see ``Scheduler.slack``)
 COALESCE = 0.005
 
 
@@ -107,10 +107,11 @@ class Scheduler:
         self.max_workers = workers
         self.emit = emit
         self.trigger_cap = max(1, workers // 2)
-        #: how late a timer entry may fire so that entries due close together are taken
-        #: in one wake of the dispatcher, not one wake each: 2 % of the poll interval, at
-        #: most 5 ms (never early: a poll never comes before a server's Retry-After;
-        #: 20 ms cost the fan-out benchmark's p95 delay its margin over a bare loop)
+        #: the window of timer entries taken in one wake of the dispatcher, not one wake
+        #: each: 2 % of the poll interval, at most 5 ms. Entries of the policy's schedule
+        #: are pushed that much early, so their polls come within the window before their
+        #: time, never after it; a server's Retry-After is never brought forward (its poll
+        #: comes within the window after it)
         self.slack = min(COALESCE, policy.interval * 0.02)
         self._triggers: deque[Job] = deque()
         self._due: deque[Job] = deque()
@@ -171,7 +172,7 @@ class Scheduler:
 
     def _schedule(self, job: Job) -> None:
         assert job.state is not None
-        self._push(job, job.state.next_poll_at(loop_time()))
+        self._push(job, job.state.next_poll_at(loop_time(), early=self.slack))
 
     def _push(self, job: Job, when: float) -> None:
         job.due = when

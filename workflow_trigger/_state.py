@@ -86,9 +86,15 @@ class ExecutionState:
             return min(hint, self.max_hint)
         return self.policy.delay(self.polls, self.rng)
 
-    def next_poll_at(self, now: float) -> float:
-        """When the next poll is due (the deadline if that comes first)."""
-        return min(now + self.delay(), self.deadline)
+    def next_poll_at(self, now: float, early: float = 0.0) -> float:
+        """When the next poll is due (the deadline if that comes first). A poll on the
+        policy's own schedule may be due up to ``early`` seconds sooner (the scheduler takes
+        the entries of a short window in one wake: so they come within the window before
+        their time, not after it); a server's hint is never brought forward."""
+        last = self.last
+        if last is not None and last.retry_after is not None:
+            early = 0.0
+        return min(now + self.delay() - early, self.deadline)
 
     def expired(self, now: float) -> bool:
         """Whether the deadline has passed (or is due within ``EARLY``)."""
