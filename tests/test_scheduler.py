@@ -417,7 +417,7 @@ async def test_timer_entries_due_close_together_fire_in_one_wake_and_never_early
     scheduler = Scheduler(
         provider=wt.Codika("pi_1", api_key="ck_1"),
         transport=None,  # type: ignore[arg-type]  # the dispatcher sends nothing
-        policy=wt.PollPolicy(interval=1.0),  # so entries may wait 5 ms for each other
+        policy=wt.PollPolicy(interval=1.0),  # so entries may wait 50 ms for each other
         retry=wt.RetryPolicy(),
         converter=make_converter(),
         rng=random.Random(0),
@@ -444,3 +444,40 @@ async def test_timer_entries_due_close_together_fire_in_one_wake_and_never_early
         tasks.cancel_scope.cancel()
     assert all(at >= when for at, when in zip(fired, due, strict=True))  # none early
     assert max(fired) - min(fired) < 0.002  # one wake took them all
+
+
+async def test_polls_of_the_schedule_are_centred_on_their_time_and_hints_never_early() -> None:
+    import random
+    from datetime import datetime, timezone
+
+    from workflow_trigger._job import Job, JobOptions
+    from workflow_trigger._results import make_converter
+    from workflow_trigger._scheduler import Scheduler
+    from workflow_trigger._transport import loop_time
+
+    scheduler = Scheduler(
+        provider=wt.Codika("pi_1", api_key="ck_1"),
+        transport=None,  # type: ignore[arg-type]  # nothing is sent
+        policy=wt.PollPolicy(interval=1.0, jitter=0.0),
+        retry=wt.RetryPolicy(),
+        converter=make_converter(),
+        rng=random.Random(0),
+        workers=1,
+        emit=None,
+    )
+    assert scheduler.slack == 0.05  # 5 % of the interval, at most 50 ms
+    at = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    execution = wt.Execution(provider="codika", workflow_id="wf", execution_id="e", triggered_at=at)
+    job = Job(JobOptions(), workflow_id="wf")
+    before = loop_time()
+    scheduler.start_waiting(job, execution, None)
+    assert job.due is not None
+    # the dispatcher takes it within one window after this: from 25 ms early to 25 ms late
+    assert before + 1.0 - 0.025 <= job.due <= loop_time() + 1.0 - 0.025
+    hinted = wt.Snapshot(
+        status=wt.Status.RUNNING, raw_status="running", observed_at=at, retry_after=3.0
+    )
+    job = Job(JobOptions(), workflow_id="wf")
+    before = loop_time()
+    scheduler.start_waiting(job, execution, hinted)
+    assert job.due is not None and before + 3.0 <= job.due <= loop_time() + 3.0  # never early
