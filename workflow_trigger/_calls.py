@@ -1,5 +1,7 @@
-"""The caller's side of a single call: what ``trigger``, ``wait``, ``run``, ``watch``,
-``status`` and the controls do besides submitting work.
+"""The caller's side of every call of the client: what ``trigger``, ``wait``, ``run``,
+``watch``, ``status``, the controls, ``download`` and the batches (``run_many``,
+``wait_many``) do besides the scheduler's work; ``client.py`` keeps the lifecycle and
+the public signatures.
 
 Every check of a call's arguments is made here, before anything is sent; a call
 that sets no option of its own shares one ``JobOptions``; the caller's
@@ -18,21 +20,27 @@ import contextlib
 import contextvars
 import inspect
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+import os
+import pathlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
+import anyio.abc
 import cattrs
 
 from ._job import Job, JobOptions
 from ._results import check_result_type
 from ._scheduler import Scheduler
 from ._slots import Slots
-from ._transport import loop_time
-from .errors import InvalidInputError, UnsupportedOperation
-from .models import Execution, Snapshot
+from ._transport import DeadlineReached, loop_time
+from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
+from .models import Artifact, Execution, Snapshot
 from .options import ClientOptions
-from .policies import PollPolicy, check_positive
-from .providers.base import Provider, TriggerOptions
+from .policies import PollPolicy, check_count, check_positive
+from .providers.base import Control, Provider, TriggerOptions, error_for_status
+
+if TYPE_CHECKING:
+    from ._batch import Batch
 
 __all__ = ["DEFAULT", "Calls", "Hook", "named", "trigger_options"]
 
@@ -136,6 +144,98 @@ class Calls:
         if plain:
             self._plain = options
         return options
+
+    # -- one request each ---------------------------------------------------------------
+
+    async def status(self, execution: Execution, timeout: float | None) -> Snapshot:
+        self.check_execution(execution, polled=True)
+        seconds = self.timeout(timeout)
+        scheduler = self.running()
+        deadline = loop_time() + seconds if seconds is not None else math.inf
+        async with self.slot():
+            try:
+                return await scheduler.status(execution, deadline=deadline)
+            except DeadlineReached:
+                raise PollTimeout(
+                    f"the status of execution {execution.execution_id} got no answer within "
+                    f"{timeout} s; ask again, or raise timeout=",
+                    execution=execution,
+                    snapshot=None,
+                ) from None
+
+    async def control(self, execution: Execution, control: Control, data: Any = None) -> None:
+        self.check_execution(execution)
+        scheduler = self.running()
+        async with self.slot():
+            await scheduler.control(execution, control, data)
+
+    async def download(
+        self, artifact: Artifact, to: str | os.PathLike[str] | None, max_bytes: int
+    ) -> bytes | pathlib.Path:
+        check_count("max_bytes", max_bytes)
+        request = self.provider.download_request(artifact)
+        path = os.fspath(to) if to is not None else None
+        transport = self.running().transport
+        async with self.slot():
+            response = await transport.send(request, max_body=max_bytes, to=path)
+        if not 200 <= response.status < 300:
+            raise error_for_status(
+                response,
+                f"the download of {artifact.name!r} answered HTTP {response.status}: the file "
+                "may have expired; fetch the run's results again for a fresh link",
+            )
+        return pathlib.Path(path) if path is not None else response.body
+
+    # -- many changes, many items ---------------------------------------------------------
+
+    async def watch(self, execution: Execution, timeout: float | None) -> AsyncIterator[Snapshot]:
+        self.check_execution(execution, polled=True)
+        options = self.options(timeout, snapshots_only=True)
+        job = Job(options, workflow_id=execution.workflow_id, execution=execution)
+        scheduler = self.running()
+        await self.slots.take()  # each step of the iteration may run in another task
+        try:
+            job.deadline = options.deadline(loop_time())
+            scheduler.submit(job)
+            async for snapshot in job.updates():
+                yield snapshot
+        finally:
+            scheduler.withdraw(job)
+            self.slots.give()
+        if job.error is not None:
+            raise job.error
+
+    def batch(
+        self,
+        tasks: anyio.abc.TaskGroup,
+        workflow_id: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        options: JobOptions,
+        concurrency: int,
+        key: Callable[[Any], Any] | None,
+        fail_fast: bool,
+        *,
+        journal: str | os.PathLike[str] | None = None,
+        waits: bool = False,
+    ) -> Batch[Any]:
+        """A ``run_many`` of ``items`` (payloads), or with ``waits`` a ``wait_many`` (the
+        items are executions)."""
+        from ._batch import Batch
+        from ._engine import Engine
+
+        engine = Engine(
+            self.running(),
+            self.slots,
+            workflow_id,
+            items,
+            concurrency=concurrency,
+            options=options,
+            key=key,
+            fail_fast=fail_fast,
+            journal=journal,
+            check_execution=self.check_execution if waits else None,
+        )
+        return Batch(tasks, engine)
 
     async def wait(self, job: Job) -> Any:
         """Submit ``job`` and wait for its end, holding one of the client's slots: the

@@ -42,17 +42,27 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.abc
 import attrs
 import cattrs
 
 from ._job import Job
+from ._slots import Slots
 from ._state import ExecutionState
-from ._transport import DeadlineReached, Origin, Transport, loop_time
+from ._transport import (
+    DeadlineReached,
+    Origin,
+    RateLimiter,
+    Transport,
+    TransportOptions,
+    loop_time,
+)
 from .errors import ProtocolError, TransportError, WorkflowTriggerError
 from .events import Event, FailureEvent, OutcomeEvent, StartEvent
 from .models import Execution, Outcome, Snapshot, Status
+from .options import ClientOptions
 from .policies import PollPolicy, RetryPolicy
 from .providers.base import Control, Provider, Request, TriggerContext
 
@@ -125,6 +135,40 @@ class Scheduler:
         self._timer: anyio.Event | None = None  # wakes the dispatcher for a sooner entry
         self._sleeping_until = math.inf
         self._tasks: anyio.abc.TaskGroup | None = None
+
+    @classmethod
+    def for_client(
+        cls,
+        session: aiohttp.ClientSession,
+        provider: Provider,
+        options: ClientOptions,
+        *,
+        policy: PollPolicy,
+        rate_limit: float | None,
+        converter: cattrs.Converter,
+        emit: Callable[[Event], None] | None,
+    ) -> Scheduler:
+        """A client's scheduler, and its transport (``transport``), from its options."""
+        rng = random.Random(options.seed)
+        transport = Transport(
+            session,
+            provider,
+            TransportOptions.of(options),
+            limiter=RateLimiter(rate_limit) if rate_limit else None,
+            connections=Slots(options.max_connections),
+            rng=rng,
+            emit=emit,
+        )
+        return cls(
+            provider=provider,
+            transport=transport,
+            policy=policy,
+            retry=options.retry,
+            converter=converter,
+            rng=rng,
+            workers=options.max_connections,
+            emit=transport.emit,
+        )
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Run the dispatcher (and the workers it starts) until cancelled."""

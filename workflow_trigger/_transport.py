@@ -45,6 +45,7 @@ from ._secrets import excerpt
 from ._slots import Slots
 from .errors import InvalidInputError, ProtocolError, RateLimitError, ServerError, TransportError
 from .events import Event, RateLimitEvent, RequestEvent, RetryEvent
+from .options import ClientOptions
 from .policies import RetryPolicy, parse_retry_after
 from .providers.base import Provider, Request, Response
 
@@ -131,6 +132,19 @@ class TransportOptions:
     max_body: int
     ssl: ssl.SSLContext | bool = True
     allow_insecure_http: bool = False
+
+    @classmethod
+    def of(cls, options: ClientOptions) -> TransportOptions:
+        """The transport's part of a client's options."""
+        return cls(
+            retry=options.retry,
+            timeout=aiohttp.ClientTimeout(
+                total=options.request_timeout, sock_connect=options.connect_timeout
+            ),
+            max_body=options.max_body,
+            ssl=options.ssl,
+            allow_insecure_http=options.allow_insecure_http,
+        )
 
 
 class Transport:

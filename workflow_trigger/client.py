@@ -14,11 +14,10 @@ lifecycle and the public methods, each a few lines over those.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import os
 import pathlib
-import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
@@ -30,20 +29,12 @@ from ._calls import DEFAULT, Calls, Hook, named, trigger_options
 from ._job import Job
 from ._results import make_converter
 from ._scheduler import Scheduler
-from ._slots import Slots
-from ._transport import (
-    DeadlineReached,
-    RateLimiter,
-    Transport,
-    TransportOptions,
-    loop_time,
-)
-from .errors import InvalidInputError, PollTimeout, UnsupportedOperation
+from ._transport import Transport
+from .errors import InvalidInputError, UnsupportedOperation
 from .events import Event
 from .models import Artifact, Execution, Outcome, Snapshot
 from .options import ClientOptions, ClientOptionsKwargs
-from .policies import check_count
-from .providers.base import Control, Provider, error_for_status
+from .providers.base import Provider
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -118,34 +109,16 @@ class AsyncClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=opts.max_connections, limit_per_host=0)
             self._session = aiohttp.ClientSession(connector=connector)
-        rng = random.Random(opts.seed)
-        self._transport = transport = Transport(
+        self._scheduler = Scheduler.for_client(
             self._session,
             self.provider,
-            TransportOptions(
-                retry=opts.retry,
-                timeout=aiohttp.ClientTimeout(
-                    total=opts.request_timeout, sock_connect=opts.connect_timeout
-                ),
-                max_body=opts.max_body,
-                ssl=opts.ssl,
-                allow_insecure_http=opts.allow_insecure_http,
-            ),
-            limiter=RateLimiter(self.rate_limit) if self.rate_limit else None,
-            connections=Slots(opts.max_connections),
-            rng=rng,
+            opts,
+            policy=self.poll_policy,
+            rate_limit=self.rate_limit,
+            converter=self._converter,
             emit=self._emit if opts.on_event is not None else None,
         )
-        self._scheduler = Scheduler(
-            provider=self.provider,
-            transport=transport,
-            policy=self.poll_policy,
-            retry=opts.retry,
-            converter=self._converter,
-            rng=rng,
-            workers=opts.max_connections,
-            emit=transport.emit,
-        )
+        self._transport = self._scheduler.transport
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         await self._tasks.start(self._scheduler.serve)
@@ -217,40 +190,23 @@ class AsyncClient:
 
     async def status(self, execution: Execution, *, timeout: float | None = None) -> Snapshot:
         """One poll: where ``execution`` stands now."""
-        self._calls.check_execution(execution, polled=True)
-        seconds = self._calls.timeout(timeout)
-        scheduler = self._running()
-        deadline = loop_time() + seconds if seconds is not None else math.inf
-        async with self._calls.slot():
-            try:
-                return await scheduler.status(execution, deadline=deadline)
-            except DeadlineReached:
-                raise PollTimeout(
-                    f"the status of execution {execution.execution_id} got no answer within "
-                    f"{timeout} s; ask again, or raise timeout=",
-                    execution=execution,
-                    snapshot=None,
-                ) from None
-
-    async def _control(self, execution: Execution, control: Control, data: Any = None) -> None:
-        self._calls.check_execution(execution)
-        scheduler = self._running()
-        async with self._calls.slot():
-            await scheduler.control(execution, control, data)
+        return await self._calls.status(execution, timeout)
 
     async def cancel(self, execution: Execution) -> None:
         """Ask the platform to stop the run (where it has such an operation)."""
-        await self._control(execution, "cancel")
+        await self._calls.control(execution, "cancel")
 
     async def pause(self, execution: Execution) -> None:
-        await self._control(execution, "pause")
+        await self._calls.control(execution, "pause")
 
     async def resume(self, execution: Execution) -> None:
-        await self._control(execution, "resume")
+        await self._calls.control(execution, "resume")
 
     async def send_event(self, execution: Execution, event_type: str, payload: Any = None) -> None:
         """Deliver an event to a run that waits for one (AwaitStep)."""
-        await self._control(execution, "event", {"event_type": event_type, "payload": payload})
+        await self._calls.control(
+            execution, "event", {"event_type": event_type, "payload": payload}
+        )
 
     @overload
     async def download(
@@ -271,19 +227,7 @@ class AsyncClient:
     ) -> bytes | pathlib.Path:
         """A result file (Pinkfish ``Outcome.artifacts``): its bytes, or with ``to=`` the
         ``pathlib.Path`` it was streamed to. Reads no more than ``max_bytes``."""
-        check_count("max_bytes", max_bytes)
-        request = self.provider.download_request(artifact)
-        path = os.fspath(to) if to is not None else None
-        transport = self._running().transport
-        async with self._calls.slot():
-            response = await transport.send(request, max_body=max_bytes, to=path)
-        if not 200 <= response.status < 300:
-            raise error_for_status(
-                response,
-                f"the download of {artifact.name!r} answered HTTP {response.status}: the file "
-                "may have expired; fetch the run's results again for a fresh link",
-            )
-        return pathlib.Path(path) if path is not None else response.body
+        return await self._calls.download(artifact, to, max_bytes)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -331,21 +275,10 @@ class AsyncClient:
         self, execution: Execution, *, timeout: float | None = DEFAULT
     ) -> AsyncIterator[Snapshot]:
         """Each change of status or steps, until the execution ends (the last is terminal)."""
-        self._calls.check_execution(execution, polled=True)
-        options = self._calls.options(timeout, snapshots_only=True)
-        job = Job(options, workflow_id=execution.workflow_id, execution=execution)
-        scheduler = self._running()
-        await self._calls.slots.take()  # each step of the iteration may run in another task
-        try:
-            job.deadline = options.deadline(loop_time())
-            scheduler.submit(job)
-            async for snapshot in job.updates():
+        # closed with this generator, not when collected: leaving the loop takes the job out
+        async with contextlib.aclosing(self._calls.watch(execution, timeout)) as snapshots:
+            async for snapshot in snapshots:
                 yield snapshot
-        finally:
-            scheduler.withdraw(job)
-            self._calls.slots.give()
-        if job.error is not None:
-            raise job.error
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -372,22 +305,12 @@ class AsyncClient:
         ``journal="batch.sqlite"`` every item's intent, token and outcome is
         recorded, and running the same batch again resumes instead of re-triggering.
         """
-        from ._batch import Batch
-        from ._engine import Engine
-
-        engine = Engine(
-            self._running(),
-            self._calls.slots,
-            workflow_id,
-            payloads,
-            concurrency=concurrency,
-            options=self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
-            key=key,
-            fail_fast=fail_fast,
-            journal=journal,
-        )
         assert self._tasks is not None
-        return Batch(self._tasks, engine)
+        options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
+        tasks = self._tasks
+        return self._calls.batch(
+            tasks, workflow_id, payloads, options, concurrency, key, fail_fast, journal=journal
+        )
 
     def wait_many(
         self,
@@ -408,21 +331,9 @@ class AsyncClient:
         ``key``); an entry that is not an execution of this client's platform
         ends with ``InvalidInputError`` in ``exception`` and the batch goes on.
         """
-        from ._batch import Batch
-        from ._engine import Engine
-
         self._calls.check_pollable("wait_many")
-        engine = Engine(
-            self._running(),
-            self._calls.slots,
-            "wait_many",
-            executions,
-            concurrency=concurrency,
-            options=self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit),
-            key=None,
-            fail_fast=fail_fast,
-            journal=None,
-            check_execution=self._calls.check_execution,
-        )
         assert self._tasks is not None
-        return Batch(self._tasks, engine)
+        options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
+        return self._calls.batch(
+            self._tasks, "wait_many", executions, options, concurrency, None, fail_fast, waits=True
+        )
