@@ -22,7 +22,14 @@ import inspect
 import math
 import os
 import pathlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+)
 from typing import TYPE_CHECKING, Any
 
 import anyio.abc
@@ -188,7 +195,9 @@ class Calls:
 
     # -- many changes, many items ---------------------------------------------------------
 
-    async def watch(self, execution: Execution, timeout: float | None) -> AsyncIterator[Snapshot]:
+    async def watch(
+        self, execution: Execution, timeout: float | None
+    ) -> AsyncGenerator[Snapshot, None]:
         self.check_execution(execution, polled=True)
         options = self.options(timeout, snapshots_only=True)
         job = Job(options, workflow_id=execution.workflow_id, execution=execution)
