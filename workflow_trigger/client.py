@@ -305,9 +305,10 @@ class AsyncClient:
         ``journal="batch.sqlite"`` every item's intent, token and outcome is
         recorded, and running the same batch again resumes instead of re-triggering.
         """
-        assert self._tasks is not None
+        # checked first, and that the client is open (UnsupportedOperation if not)
         options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
         tasks = self._tasks
+        assert tasks is not None
         return self._calls.batch(
             tasks, workflow_id, payloads, options, concurrency, key, fail_fast, journal=journal
         )
@@ -332,8 +333,8 @@ class AsyncClient:
         ends with ``InvalidInputError`` in ``exception`` and the batch goes on.
         """
         self._calls.check_pollable("wait_many")
-        assert self._tasks is not None
         options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
+        assert self._tasks is not None
         return self._calls.batch(
             self._tasks, "wait_many", executions, options, concurrency, None, fail_fast, waits=True
         )
