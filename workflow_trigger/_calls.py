@@ -49,9 +49,19 @@ from .providers.base import Control, Provider, TriggerOptions, error_for_status
 if TYPE_CHECKING:
     from ._batch import Batch
 
-__all__ = ["DEFAULT", "Calls", "Hook", "named", "trigger_options"]
+__all__ = ["DEFAULT", "Calls", "Hook", "T", "named", "trigger_options"]
 
 Hook = Callable[[Snapshot], object]
+
+#: the result type of the clients' methods: Any where no result_type is given (PEP 696)
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class _Default:

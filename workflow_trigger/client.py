@@ -25,13 +25,12 @@ import aiohttp
 import anyio
 import anyio.abc
 
-from ._calls import DEFAULT, Calls, Hook, named, trigger_options
+from ._calls import DEFAULT, Calls, Hook, T, named, trigger_options
 from ._job import Job
 from ._results import make_converter
 from ._scheduler import Scheduler
 from ._transport import Transport
 from .errors import InvalidInputError, UnsupportedOperation
-from .events import Event
 from .models import Artifact, Execution, Outcome, Snapshot
 from .options import ClientOptions, ClientOptionsKwargs
 from .providers.base import Provider
@@ -45,16 +44,6 @@ __all__ = ["DEFAULT", "AsyncClient"]
 
 logger = logging.getLogger("workflow_trigger")
 logger.addHandler(logging.NullHandler())
-
-if TYPE_CHECKING:  # T defaults to Any where no result_type is given (PEP 696)
-    from typing_extensions import TypeVar
-
-    T = TypeVar("T", default=Any)
-else:
-    from typing import TypeVar
-
-    T = TypeVar("T")
-MiB = 1024 * 1024
 
 
 class AsyncClient:
@@ -116,7 +105,7 @@ class AsyncClient:
             policy=self.poll_policy,
             rate_limit=self.rate_limit,
             converter=self._converter,
-            emit=self._emit if opts.on_event is not None else None,
+            emit=opts.event_sink(),
         )
         self._transport = self._scheduler.transport
         self._tasks = anyio.create_task_group()
@@ -141,14 +130,6 @@ class AsyncClient:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
             await session.close()
-
-    def _emit(self, event: Event) -> None:
-        hook = self.options.on_event
-        try:
-            if hook is not None:
-                hook(event)
-        except Exception:  # a metrics bug must never fail a run
-            logger.exception("the on_event hook raised; the event was %s", type(event).__name__)
 
     @property
     def requests_sent(self) -> int:
@@ -223,7 +204,7 @@ class AsyncClient:
         artifact: Artifact,
         *,
         to: str | os.PathLike[str] | None = None,
-        max_bytes: int = 100 * MiB,
+        max_bytes: int = 100 * 2**20,
     ) -> bytes | pathlib.Path:
         """A result file (Pinkfish ``Outcome.artifacts``): its bytes, or with ``to=`` the
         ``pathlib.Path`` it was streamed to. Reads no more than ``max_bytes``."""

@@ -10,6 +10,7 @@ is made, so a wrong option fails before any request is sent.
 from __future__ import annotations
 
 import difflib
+import logging
 import ssl as ssl_
 from collections.abc import Callable
 from typing import Any, TypedDict
@@ -20,6 +21,8 @@ import cattrs
 from .errors import InvalidInputError
 from .events import Event
 from .policies import PollPolicy, RetryPolicy, check_count, check_positive
+
+logger = logging.getLogger("workflow_trigger")
 
 __all__ = ["ClientOptions", "ClientOptionsKwargs"]
 
@@ -110,6 +113,21 @@ class ClientOptions:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise InvalidInputError(f"unknown client option {name!r}{hint}")
         return cls(**options)
+
+    def event_sink(self) -> Callable[[Event], None] | None:
+        """``on_event`` as the client calls it: an exception of the hook is logged, never
+        raised into a run (a metrics bug must never fail one); None without a hook."""
+        hook = self.on_event
+        if hook is None:
+            return None
+
+        def sink(event: Event) -> None:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("the on_event hook raised; the event was %s", type(event).__name__)
+
+        return sink
 
 
 class ClientOptionsKwargs(TypedDict, total=False):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast, overload
 import anyio.from_thread
 
 from ._batch import Batch
-from ._calls import Hook
+from ._calls import Hook, T
 from ._items import BatchCounts
 from .client import DEFAULT, AsyncClient
 from .errors import InvalidInputError, UnsupportedOperation
@@ -47,14 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-if TYPE_CHECKING:  # T defaults to Any where no result_type is given (PEP 696)
-    from typing_extensions import TypeVar
-
-    T = TypeVar("T", default=Any)
-else:
-    from typing import TypeVar
-
-    T = TypeVar("T")
 
 #: how long Ctrl-C waits for the cancelled task to unwind before giving up on it
 _UNWIND_SECONDS = 5.0
