@@ -88,13 +88,11 @@ class ExecutionState:
 
     def next_poll_at(self, now: float, early: float = 0.0) -> float:
         """When the next poll is due (the deadline if that comes first). A poll on the
-        policy's own schedule may be due up to ``early`` seconds sooner (the scheduler takes
-        the entries of a short window in one wake: so they come within the window before
-        their time, not after it); a server's hint is never brought forward."""
-        last = self.last
-        if last is not None and last.retry_after is not None:
-            early = 0.0
-        return min(now + self.delay() - early, self.deadline)
+        policy's own schedule is due ``early`` seconds sooner (the scheduler takes a window
+        of entries in one wake and brings them forward by half of it, so that the window is
+        centred on their time); a server's hint is never brought forward."""
+        hinted = self.last is not None and self.last.retry_after is not None
+        return min(now + self.delay() - (0.0 if hinted else early), self.deadline)
 
     def expired(self, now: float) -> bool:
         """Whether the deadline has passed (or is due within ``EARLY``)."""
