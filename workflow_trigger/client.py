@@ -29,7 +29,6 @@ from ._calls import DEFAULT, Calls, Hook, T, named, trigger_options
 from ._job import Job
 from ._results import make_converter
 from ._scheduler import Scheduler
-from ._transport import Transport
 from .errors import InvalidInputError, UnsupportedOperation
 from .models import Artifact, Execution, Outcome, Snapshot
 from .options import ClientOptions, ClientOptionsKwargs
@@ -79,7 +78,6 @@ class AsyncClient:
         )
         self._session = session
         self._owns_session = session is None
-        self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
         self._converter = opts.converter or make_converter()
         self._calls = Calls(provider, opts, self.poll_policy, self._converter, self._running)
@@ -107,7 +105,6 @@ class AsyncClient:
             converter=self._converter,
             emit=opts.event_sink(),
         )
-        self._transport = self._scheduler.transport
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         await self._tasks.start(self._scheduler.serve)
@@ -134,7 +131,7 @@ class AsyncClient:
     @property
     def requests_sent(self) -> int:
         """How many HTTP requests this client has sent, retries included."""
-        return self._transport.requests_sent if self._transport else 0
+        return self._scheduler.transport.requests_sent if self._scheduler else 0
 
     def _running(self) -> Scheduler:
         if self._scheduler is None or self._tasks is None or self._closed:
