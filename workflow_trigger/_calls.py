@@ -226,7 +226,7 @@ class Calls:
 
     def batch(
         self,
-        tasks: anyio.abc.TaskGroup,
+        tasks: anyio.abc.TaskGroup | None,
         workflow_id: str,
         items: Iterable[Any] | AsyncIterable[Any],
         options: JobOptions,
@@ -238,9 +238,12 @@ class Calls:
         waits: bool = False,
     ) -> Batch[Any]:
         """A ``run_many`` of ``items`` (payloads), or with ``waits`` a ``wait_many`` (the
-        items are executions)."""
+        items are executions); ``options`` come checked, and with them that the client is
+        open, whose ``tasks`` then exist."""
         from ._batch import Batch
         from ._engine import Engine
+
+        assert tasks is not None
 
         engine = Engine(
             self.running(),

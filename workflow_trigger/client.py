@@ -283,12 +283,16 @@ class AsyncClient:
         ``journal="batch.sqlite"`` every item's intent, token and outcome is
         recorded, and running the same batch again resumes instead of re-triggering.
         """
-        # checked first, and that the client is open (UnsupportedOperation if not)
         options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
-        tasks = self._tasks
-        assert tasks is not None
         return self._calls.batch(
-            tasks, workflow_id, payloads, options, concurrency, key, fail_fast, journal=journal
+            self._tasks,
+            workflow_id,
+            payloads,
+            options,
+            concurrency,
+            key,
+            fail_fast,
+            journal=journal,
         )
 
     def wait_many(
@@ -312,7 +316,6 @@ class AsyncClient:
         """
         self._calls.check_pollable("wait_many")
         options = self._calls.options(timeout, result_type, on_snapshot, cancel_remote_on_exit)
-        assert self._tasks is not None
         return self._calls.batch(
             self._tasks, "wait_many", executions, options, concurrency, None, fail_fast, waits=True
         )
