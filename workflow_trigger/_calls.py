@@ -48,6 +48,7 @@ from .providers.base import Control, Provider, TriggerOptions, error_for_status
 
 if TYPE_CHECKING:
     from ._batch import Batch
+    from ._engine import Ledger
 
 __all__ = ["DEFAULT", "Calls", "Hook", "T", "named", "trigger_options"]
 
@@ -234,7 +235,7 @@ class Calls:
         key: Callable[[Any], Any] | None,
         fail_fast: bool,
         *,
-        journal: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | Ledger | None = None,
         waits: bool = False,
     ) -> Batch[Any]:
         """A ``run_many`` of ``items`` (payloads), or with ``waits`` a ``wait_many`` (the

@@ -22,7 +22,7 @@ import inspect
 import math
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -39,10 +39,31 @@ from .models import Execution, Outcome, Snapshot
 from .policies import check_count
 from .providers.base import TriggerOptions
 
-__all__ = ["Engine", "no_run_started"]
+__all__ = ["Engine", "Ledger", "no_run_started"]
 
 #: how many items the driver starts before it lets the event loop run
 _YIELD_EVERY = 64
+
+
+class Ledger(Protocol):
+    """What a batch records of its items: a ``Journal`` (opened from the path the caller
+    gave), or one that a batch is given open, which it neither opens nor closes (the Ray
+    worker's, which reports to its driver's journal). Given one, a batch stops as a
+    journaled one does (the triggers on the wire finish and their tokens are recorded);
+    only a journal file asks for JSON keys, a given ledger's items are named by position."""
+
+    def state(self, key: Any) -> ItemState | None:
+        """What was recorded of the item: its token (wait on it), its outcome (hand it over)."""
+
+    async def record_intent(self, key: Any, *, honoured: bool) -> ItemState:
+        """The item's trigger is about to be sent; the state says its idempotency key."""
+
+    async def record_token(self, key: Any, execution: Execution) -> None: ...
+
+    async def record_outcome(self, key: Any, outcome: Outcome[Any]) -> None: ...
+
+    async def record_refused(self, key: Any) -> None:
+        """The item's trigger was refused outright: it started no run."""
 
 
 class _Item(Job):
@@ -86,7 +107,7 @@ class Engine:
         options: JobOptions,
         key: Callable[[Any], Any] | None,
         fail_fast: bool,
-        journal: str | os.PathLike[str] | None,
+        journal: str | os.PathLike[str] | Ledger | None,
         check_execution: Callable[[Execution], None] | None = None,
     ) -> None:
         check_count("concurrency", concurrency)
@@ -112,8 +133,12 @@ class Engine:
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
         self.error: BaseException | None = None
-        self.journal_path = journal
-        self.journal: Journal | None = None
+        self.journal_path: str | os.PathLike[str] | None = None
+        self.journal: Ledger | None = None
+        if isinstance(journal, (str, os.PathLike)):
+            self.journal_path = journal  # opened by ``drive``
+        else:
+            self.journal = journal
         #: what became of the items so far (``Batch.counts``)
         self.counts = BatchCounts()
         self._slots = Slots(concurrency)
@@ -149,13 +174,13 @@ class Engine:
         try:
             async with self.send, anyio.create_task_group() as writer:
                 if self.journal_path is not None:
-                    self.journal = await Journal.open(
+                    self.journal = journal = await Journal.open(
                         self.journal_path,
                         provider=self.scheduler.provider.kind,
                         workflow_id=self.workflow_id,
                         stopping=lambda: self.scope.cancel_called,
                     )
-                    await writer.start(self.journal.run_writer)
+                    await writer.start(journal.run_writer)
                 with self.scope:
                     await self._pull()
                     if self._undelivered:
@@ -190,11 +215,11 @@ class Engine:
     async def _pull(self) -> None:
         """Read payloads one at a time, each once a slot is free, and start them."""
         journal, index, slots = self.journal, 0, self._slots
-        keys = ItemKeys(self.key, journaled=journal is not None)
+        keys = ItemKeys(self.key, journaled=self.journal_path is not None)
         async for payload in iterate(self.payloads):
             named = keys.name(payload, index)
             key = named.key
-            state = journal.state(key) if journal and not named.refused else None
+            state = journal.state(key) if journal is not None and not named.refused else None
             item = _Item(self.options, self, index, key, payload, state)
             index += 1
             if not slots.take_nowait():

@@ -2,15 +2,19 @@
 and many items in flight. It does not import ray; ``ray.py`` makes it an actor.
 
 How it works. ``serve``, called once and running for the whole batch, holds
-the client and a task group with one task per item: ``trigger``, then report
-the token, then ``wait`` (the driver records the token when the next call
-brings it back, while the run is waited on). The driver reaches the worker
-through one call at a time, ``exchange``: it carries new items (each a
-payload to trigger, with the idempotency key the driver chose and its
-intent already durable in the driver's journal, or a token to wait on) and
-returns, pickled in one piece, what happened since the last call, once
-something did (a long poll that lingers ``LINGER`` after the first event,
-so that one call carries many):
+the client and one batch of it (``client.ledgered_batch``: ``run_many``'s
+engine, its items jobs on the client's scheduler, no task per item) whose
+payloads are the items the driver hands over, and whose ledger (in place of
+a journal file) is this worker: an item with a token is waited on, not
+triggered; an item's trigger carries the idempotency key the driver chose;
+its token is reported as soon as the trigger answers, and the run is waited
+on meanwhile (the driver records the token when the next call brings it
+back). The driver reaches the worker through one call at a time,
+``exchange``: it carries new items (each a payload to trigger, with the
+idempotency key the driver chose and its intent already durable in the
+driver's journal, or a token to wait on) and returns, pickled in one piece,
+what happened since the last call, once something did (a long poll that
+lingers ``LINGER`` after the first event, so that one call carries many):
 
 * ``("t", item_id, token)``: the trigger answered;
 * ``("o", item_id, outcome, refused)``: the item ended: its ``Outcome`` as
@@ -24,8 +28,8 @@ so that one call carries many):
 only for items that no ``exchange`` took in time. ``stop(graceful=True)``
 ends every item at once except the triggers on the wire, which are let
 finish and report their token (a journaled batch that is left early records
-them, as in one process); then ``serve`` returns and ``exchange`` hands over
-the rest and then ``None``.
+them, as in one process); ``stop(graceful=False)`` ends them all at once.
+Then ``serve`` returns and ``exchange`` hands over the rest and then ``None``.
 """
 
 from __future__ import annotations
@@ -33,15 +37,16 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import anyio
-import anyio.abc
 
+from ._batch import Batch
 from ._engine import no_run_started
-from .client import DEFAULT, AsyncClient
-from .errors import PollTimeout, WorkflowTriggerError
+from .client import DEFAULT, AsyncClient, ledgered_batch
+from .errors import WorkflowTriggerError
+from .journal import ItemState
 from .models import Execution, Outcome
 from .providers.base import Provider
 
@@ -68,7 +73,8 @@ def _portable(exc: BaseException) -> bool:
 
 
 class Worker:
-    """A batch's worker (see the module's docstring); ``ray.py`` runs it as an async actor."""
+    """A batch's worker (see the module's docstring); ``ray.py`` runs it as an async actor.
+    It is also the ledger of its client's batch (``_engine.Ledger``)."""
 
     def __init__(
         self,
@@ -84,9 +90,12 @@ class Worker:
         self._send, self._receive = anyio.create_memory_object_stream[list[Work]](math.inf)
         self._events: list[tuple[Any, ...]] = []
         self._wake = anyio.Event()
-        self._scopes: dict[int, anyio.CancelScope] = {}
-        self._triggering: set[int] = set()
+        #: the open items, by their position in this worker's batch (its ledger's keys)
+        self._works: dict[int, Work] = {}
+        self._batch: Batch[Any] | None = None
+        self._scope: anyio.CancelScope | None = None  # serve's: cancelled by an abrupt stop
         self._stopping = False
+        self._abrupt = False
         self._served = False
 
     async def pid(self) -> int:
@@ -101,18 +110,39 @@ class Worker:
 
     async def serve(self) -> None:
         """Run items as they are submitted, until ``stop``; call it once."""
+        timeout: float | None = (
+            DEFAULT if self._timeout == DEFAULT_TIMEOUT else cast("float | None", self._timeout)
+        )
         try:
-            async with (
-                AsyncClient(self._make_provider(), **self._options) as client,
-                anyio.create_task_group() as items,
-                self._receive,
-            ):
-                async for works in self._receive:
-                    for work in works:
-                        items.start_soon(self._item, client, work)
+            with anyio.CancelScope() as self._scope:
+                if self._abrupt:  # stopped before it began
+                    self._scope.cancel()
+                async with AsyncClient(self._make_provider(), **self._options) as client:
+                    batch = self._batch = ledgered_batch(
+                        client,
+                        self._workflow_id,
+                        self._payloads(),
+                        concurrency=client.max_concurrency,
+                        timeout=timeout,
+                        ledger=self,
+                    )
+                    async with batch:
+                        if self._stopping:  # stopped before it began
+                            await batch.aclose()
+                        async for outcome in batch:
+                            self._ended(outcome)
         finally:
             self._served = True
             self._wake.set()
+
+    async def _payloads(self) -> AsyncIterator[Any]:
+        position = 0
+        async with self._receive:
+            async for works in self._receive:
+                for work in works:
+                    self._works[position] = work
+                    position += 1
+                    yield work[1]
 
     async def submit(self, works: list[Work]) -> None:
         if not self._stopping:  # a chunk that crossed the stop: the driver no longer waits for it
@@ -129,9 +159,12 @@ class Worker:
         """End every item now; with ``graceful``, triggers on the wire finish first."""
         self._stopping = True
         self._send.close()
-        for item_id, scope in self._scopes.items():
-            if not (graceful and item_id in self._triggering):
-                scope.cancel()
+        if not graceful:
+            self._abrupt = True
+            if self._scope is not None:
+                self._scope.cancel()
+        elif self._batch is not None:
+            await self._batch.aclose()
 
     async def events(self) -> list[tuple[Any, ...]] | None:
         """What happened since the last call, once something did; None once all is over.
@@ -161,54 +194,39 @@ class Worker:
         if len(events) == 1 or len(events) >= MAX_EVENTS:
             self._wake.set()
 
-    async def _item(self, client: AsyncClient, work: Work) -> None:
-        item_id, payload, token, idempotency_key = work
-        scope = self._scopes[item_id] = anyio.CancelScope()
-        execution = Execution.from_token(token) if token is not None else None
-        timeout: float | None = (
-            DEFAULT if self._timeout == DEFAULT_TIMEOUT else cast("float | None", self._timeout)
+    def _ended(self, outcome: Outcome[Any]) -> None:
+        assert outcome.index is not None  # a batch's outcomes always have one
+        item_id = self._works.pop(outcome.index)[0]
+        exc = outcome.exception
+        if exc is None:
+            self._emit(("o", item_id, outcome, False))
+            return
+        refused = (
+            outcome.execution is None
+            and isinstance(exc, WorkflowTriggerError)
+            and no_run_started(exc)
         )
-        try:
-            with scope:
-                if self._stopping:
-                    return
-                start = anyio.current_time()
-                if execution is None and not client.provider.pollable:  # one POST, the result
-                    self._triggering.add(item_id)
-                    outcome = await client.run(
-                        self._workflow_id, payload, timeout=timeout, idempotency_key=idempotency_key
-                    )
-                    self._emit(("o", item_id, outcome, False))
-                    return
-                if execution is None:
-                    self._triggering.add(item_id)
-                    limit = client.poll_policy.timeout if timeout is DEFAULT else timeout
-                    execution = await client.trigger(
-                        self._workflow_id,
-                        payload,
-                        idempotency_key=idempotency_key,
-                        timeout=limit,
-                    )
-                    self._triggering.discard(item_id)
-                    self._emit(("t", item_id, execution.token()))
-                    if self._stopping:
-                        return
-                    if limit is not None:  # the item's deadline covers its trigger and its wait
-                        timeout = max(limit - (anyio.current_time() - start), 1e-3)
-                outcome = await client.wait(execution, timeout=timeout)
-                self._emit(("o", item_id, outcome, False))
-        except WorkflowTriggerError as exc:
-            snapshot = exc.snapshot if isinstance(exc, PollTimeout) else None
-            ended: Outcome[Any] = Outcome(
-                execution=execution,
-                status=snapshot.status if snapshot else None,
-                raw_status=snapshot.raw_status if snapshot else None,
-                exception=exc,
-            )
-            refused = execution is None and no_run_started(exc)
-            # an exception that does not survive pickling goes as ``to_dict``'s form: the
-            # driver's ``from_dict`` makes it the SDK's class of that name
-            self._emit(("o", item_id, ended if _portable(exc) else ended.to_dict(), refused))
-        finally:
-            self._triggering.discard(item_id)
-            del self._scopes[item_id]
+        # an exception that does not survive pickling goes as ``to_dict``'s form: the
+        # driver's ``from_dict`` makes it the SDK's class of that name
+        self._emit(("o", item_id, outcome if _portable(exc) else outcome.to_dict(), refused))
+
+    # -- the ledger of the client's batch (``_engine.Ledger``): the driver keeps the journal
+
+    def state(self, key: Any) -> ItemState | None:
+        _, _, token, idempotency_key = self._works[key]
+        if token is None:
+            return None  # trigger it
+        return ItemState(idempotency_key=idempotency_key or "", token=token)
+
+    async def record_intent(self, key: Any, *, honoured: bool) -> ItemState:
+        # the driver made it durable before handing the item over, and chose the key
+        return ItemState(idempotency_key=self._works[key][3] or "")
+
+    async def record_token(self, key: Any, execution: Execution) -> None:
+        self._emit(("t", self._works[key][0], execution.token()))
+
+    async def record_outcome(self, key: Any, outcome: Outcome[Any]) -> None:
+        pass  # reported when the batch hands it over (``_ended``)
+
+    async def record_refused(self, key: Any) -> None:
+        pass  # reported with the outcome

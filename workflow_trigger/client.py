@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._batch import Batch
+    from ._engine import Ledger
 
-__all__ = ["DEFAULT", "AsyncClient"]
+__all__ = ["DEFAULT", "AsyncClient", "ledgered_batch"]
 
 logger = logging.getLogger("workflow_trigger")
 logger.addHandler(logging.NullHandler())
@@ -319,3 +320,22 @@ class AsyncClient:
         return self._calls.batch(
             self._tasks, "wait_many", executions, options, concurrency, None, fail_fast, waits=True
         )
+
+
+def ledgered_batch(
+    client: AsyncClient,
+    workflow_id: str,
+    payloads: AsyncIterable[Any],
+    *,
+    concurrency: int,
+    timeout: float | None,
+    ledger: Ledger,
+) -> Batch[Any]:
+    """``client.run_many`` whose items' intent, token and outcome go to ``ledger`` instead
+    of a journal file, its items named by position (raw results, no hook): how a Ray
+    worker runs the items its driver hands it, reporting to the driver's journal."""
+    calls = client._calls
+    options = calls.options(timeout, None, None, False)
+    return calls.batch(
+        client._tasks, workflow_id, payloads, options, concurrency, None, False, journal=ledger
+    )
