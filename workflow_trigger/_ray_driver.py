@@ -41,13 +41,20 @@ import anyio.lowlevel
 import attrs
 
 from ._items import BatchCounts, ItemKeys, iterate
-from ._ray_worker import DEFAULT_TIMEOUT, Work
+from ._ray_worker import (
+    DEFAULT_TIMEOUT,
+    Ran,
+    Work,
+    unpack_execution,
+    unpack_outcome,
+)
 from ._results import check_result_type, make_converter, replayed, structure_result
 from ._secrets import Secret
+from ._slots import Slots
 from .client import DEFAULT
 from .errors import InvalidInputError, ResultTypeError, WorkflowTriggerError
 from .journal import Journal
-from .models import Execution, Outcome, Status
+from .models import Outcome, Status
 from .options import ClientOptions
 from .policies import check_count
 from .providers.base import Provider
@@ -145,12 +152,19 @@ class _Open:
     index: int
     key: Any
     payload: Any
-    token: str | None = None
+    token: str | None = None  # to wait on: from the journal, or made from ``ran``
+    ran: Ran | None = None  # the execution its trigger started, as a worker reported it
     duplicated: bool = False
     idempotency_key: str | None = None
     sent: bool = False  # its trigger was handed to a worker: it may have started a run
     worker: _Worker | None = None
     ready_at: float = 0.0  # when it last became ready to go to a worker
+
+    def to_wait_on(self) -> str | None:
+        """The token of the run to wait on, if its trigger answered: none to send."""
+        if self.token is None and self.ran is not None:
+            self.token = unpack_execution(self.ran).token()
+        return self.token
 
 
 @attrs.frozen
@@ -249,7 +263,7 @@ class Driver:
         self.scope: anyio.CancelScope | None = None
         self._stopped = False
         self._batch_id = uuid.uuid4().hex[:16]
-        self._slots = anyio.Semaphore(settings.concurrency)
+        self._slots = Slots(settings.concurrency)
         self._open: dict[int, _Open] = {}
         self._ready: deque[_Open] = deque()
         self._wake = anyio.Event()
@@ -270,7 +284,7 @@ class Driver:
                 self.scope.cancel()
 
     def taken(self) -> None:
-        self._slots.release()
+        self._slots.give()
 
     async def drive(self) -> None:
         try:
@@ -383,7 +397,8 @@ class Driver:
         async for payload in iterate(self.s.payloads):
             named: ItemKey = keys.name(payload, index)
             state = journal.state(named.key) if journal and not named.refused else None
-            await slots.acquire()
+            if not slots.take_nowait():  # a free slot is taken without a loop turn
+                await slots.take()
             self._undelivered += 1
             if named.refused is not None:
                 self.counts.refused += 1
@@ -458,7 +473,7 @@ class Driver:
     async def _hand(self, chunk: list[_Open], workers: list[_Worker]) -> dict[_Worker, list[Work]]:
         """Hand the items to the least loaded of the live ``workers``, their intents durable
         first; what each is to be sent. With none alive, they go back to the ready queue."""
-        await self._intend([item for item in chunk if item.token is None])
+        await self._intend([item for item in chunk if item.to_wait_on() is None])
         live = [w for w in workers if w.live]  # again: one may have died meanwhile
         if not live:
             self._ready.extendleft(reversed(chunk))
@@ -468,7 +483,7 @@ class Driver:
             worker = min(live, key=lambda w: w.load) if len(live) > 1 else live[0]
             worker.load += 1
             item.worker = worker
-            work = (item.index, item.payload, item.token, item.idempotency_key)
+            work = (item.index, item.payload, item.to_wait_on(), item.idempotency_key)
             works.setdefault(worker, []).append(work)
         return works
 
@@ -512,9 +527,9 @@ class Driver:
         if item is None or item.worker is not worker:
             return
         if event[0] == "t":
-            item.token, item.payload = event[2], None
+            item.ran, item.payload = event[2], None
             if self.journal is not None:
-                await self.journal.record_token(item.key, Execution.from_token(event[2]))
+                await self.journal.record_token(item.key, unpack_execution(event[2]))
             return
         ended, refused = event[2:4]
         del self._open[item.index]
@@ -527,22 +542,37 @@ class Driver:
                 await self.journal.record_refused(item.key)
         self._deliver(outcome)
 
-    def _outcome(self, item: _Open, outcome: Outcome[Any] | dict[str, Any]) -> Outcome[Any]:
-        """The worker's outcome of ``item``, named, flagged and structured as the caller asked."""
+    def _outcome(self, item: _Open, outcome: Any) -> Outcome[Any]:
+        """The worker's outcome of ``item`` (see ``_ray_worker``: packed, an ``Outcome``, or
+        its ``to_dict()``), named, flagged and structured as the caller asked."""
+        if isinstance(outcome, tuple):  # packed: it has no exception
+            fields: dict[str, Any] = {"possibly_duplicated": item.duplicated}
+            status, raw_result = outcome[1], outcome[3]
+            if status == Status.SUCCEEDED.value:
+                fields.update(self._structured(raw_result))
+            return unpack_outcome(outcome, index=item.index, key=item.key, **fields)
         if isinstance(outcome, dict):  # its exception did not survive pickling
             outcome = Outcome.from_dict(outcome)
-        fields: dict[str, Any] = {
+        assert isinstance(outcome, Outcome)
+        fields = {
             "index": item.index,
             "key": item.key,
             "possibly_duplicated": item.duplicated or outcome.possibly_duplicated,
         }
-        result_type = self.s.result_type
-        if result_type is not None and outcome.status is Status.SUCCEEDED and not outcome.exception:
-            try:
-                fields["result"] = structure_result(self.converter, outcome.raw_result, result_type)
-            except ResultTypeError as exc:
-                fields.update(result=None, exception=exc)
+        if outcome.status is Status.SUCCEEDED and not outcome.exception:
+            fields.update(self._structured(outcome.raw_result))
         return attrs.evolve(outcome, **fields)
+
+    def _structured(self, raw_result: Any) -> dict[str, Any]:
+        """The fields of a succeeded outcome's result as the caller asked for it (none to
+        change without a ``result_type``)."""
+        result_type = self.s.result_type
+        if result_type is None:
+            return {}
+        try:
+            return {"result": structure_result(self.converter, raw_result, result_type)}
+        except ResultTypeError as exc:
+            return {"result": None, "exception": exc}
 
     def _deliver(self, outcome: Outcome[Any]) -> None:
         try:

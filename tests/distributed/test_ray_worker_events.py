@@ -7,12 +7,16 @@ an event wakes it only when it is the first or fills the call.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 
+import workflow_trigger as wt
 from workflow_trigger import _ray_worker
 from workflow_trigger._ray_worker import Worker
 
@@ -84,3 +88,40 @@ async def test_events_hand_over_the_rest_then_none_once_serve_ended(
             w._wake.set()
         assert got[0] is not None and [event[1] for event in got[0]] == [0, 1]
         assert await w.events() is None
+
+
+def test_an_outcome_crosses_as_plain_values_and_comes_back_whole() -> None:
+    """A worker's outcome without an exception goes as a tuple of plain values (cheaper to
+    pickle than attrs classes): every field comes back, with the driver's own."""
+    at = datetime(2026, 12, 2, 15, 0, 1, 250_000, tzinfo=timezone.utc)
+    execution = wt.Execution(
+        provider="pinkfish",
+        workflow_id="wf",
+        execution_id="run-7",
+        extras={"automation_id": "a-1"},
+        triggered_at=at,
+    )
+    report = wt.Artifact(name="report.csv", url="https://files.test/r", mime_type="text/csv")
+    sent = wt.Outcome(
+        execution=execution,
+        status=wt.Status.FAILED,
+        result=None,
+        error=wt.ErrorInfo(message="boom", code="E1", details={"line": 3}),
+        artifacts=(report,),
+        designated_output=report,
+        polls=4,
+        started_at=at,
+        finished_at=at + timedelta(seconds=2),
+        raw_status="error",
+        index=0,  # the worker's position: the driver names the item
+        key=0,
+        raw_result={"partial": [1, 2]},
+    )
+    wire = pickle.loads(pickle.dumps(_ray_worker.pack_outcome(sent)))
+    assert type(wire) is tuple  # neither the Outcome nor its Execution crosses as such
+    assert not any(isinstance(v, (wt.Outcome, wt.Execution)) for v in wire)
+    back = _ray_worker.unpack_outcome(wire, index=41, key="k41", possibly_duplicated=True)
+    assert back == attrs.evolve(sent, index=41, key="k41", possibly_duplicated=True)
+    assert back.execution is not None and back.execution.token() == execution.token()
+    ran = pickle.loads(pickle.dumps(_ray_worker.pack_execution(execution)))
+    assert _ray_worker.unpack_execution(ran) == execution
