@@ -6,8 +6,10 @@ A driver task pulls payloads one at a time, and only once one of the batch's
 never materialised. Each payload becomes a job (``_Item``) submitted to the
 client's ``Scheduler``, which does every trigger and poll; this engine is the
 jobs' ``Owner``: it records their intent, token and outcome in the journal
-(where there is one), runs the batch's ``on_snapshot`` hook in the context
-``run_many`` was called in, and hands each outcome to the consumer.
+(where there is one: a journal file, or a ``Ledger`` it is given, as a Ray
+worker gives itself to report to its driver's journal), runs the batch's
+``on_snapshot`` hook in the context ``run_many`` was called in, and hands
+each outcome to the consumer.
 
 An item holds its batch slot until the consumer took its outcome (``taken``),
 so at most ``concurrency`` outcomes are ever buffered, handing one over never
