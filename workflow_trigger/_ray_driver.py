@@ -526,6 +526,10 @@ class Driver:
         item = self._open.get(event[1])
         if item is None or item.worker is not worker:
             return
+        if event[0] == "u":  # never sent (a graceful stop): no run to flag on a resume
+            if self.journal is not None:
+                await self.journal.record_refused(item.key)
+            return
         if event[0] == "t":
             item.ran, item.payload = event[2], None
             if self.journal is not None:

@@ -23,7 +23,10 @@ lingers ``LINGER`` after the first event, so that one call carries many):
   else the ``Outcome`` itself or, when its exception does not survive
   pickling, the outcome's ``to_dict()`` (``Outcome.from_dict`` at the driver
   makes the exception the SDK's class of that name); and whether the failed
-  trigger certainly started no run. (Plain tuples pickle about seven times
+  trigger certainly started no run;
+* ``("u", item_id)``: after a graceful stop, an item whose trigger was never
+  sent (the driver forgets its intent, so a resume triggers it afresh
+  instead of flagging it ``possibly_duplicated``). (Plain tuples pickle about seven times
   cheaper than attrs classes, whose state is read and set in Python, and a
   token costs more to make than its fields to send.)
 
@@ -159,6 +162,8 @@ class Worker:
         self._wake = anyio.Event()
         #: the open items, by their position in this worker's batch (its ledger's keys)
         self._works: dict[int, Work] = {}
+        #: the ids of the items to trigger whose trigger has not been sent
+        self._unsent: set[int] = set()
         self._batch: Batch[Any] | None = None
         self._scope: anyio.CancelScope | None = None  # serve's: cancelled by an abrupt stop
         self._stopping = False
@@ -198,6 +203,9 @@ class Worker:
                             await batch.aclose()
                         async for outcome in batch:
                             self._ended(outcome)
+                    if not self._abrupt:  # stopped, or done (then none is left)
+                        for item_id in self._unsent:
+                            self._emit(("u", item_id))
         finally:
             self._served = True
             self._wake.set()
@@ -213,6 +221,7 @@ class Worker:
 
     async def submit(self, works: list[Work]) -> None:
         if not self._stopping:  # a chunk that crossed the stop: the driver no longer waits for it
+            self._unsent.update(work[0] for work in works if work[2] is None)
             self._send.send_nowait(works)
 
     async def exchange(self, works: list[Work]) -> bytes | None:
@@ -264,6 +273,7 @@ class Worker:
     def _ended(self, outcome: Outcome[Any]) -> None:
         assert outcome.index is not None  # a batch's outcomes always have one
         item_id = self._works.pop(outcome.index)[0]
+        self._unsent.discard(item_id)
         exc = outcome.exception
         if exc is None:
             self._emit(("o", item_id, pack_outcome(outcome), False))
@@ -287,7 +297,9 @@ class Worker:
 
     async def record_intent(self, key: Any, *, honoured: bool) -> ItemState:
         # the driver made it durable before handing the item over, and chose the key
-        return ItemState(idempotency_key=self._works[key][3] or "")
+        item_id, _, _, idempotency_key = self._works[key]
+        self._unsent.discard(item_id)  # sent from now on, as far as anyone can tell
+        return ItemState(idempotency_key=idempotency_key or "")
 
     async def record_token(self, key: Any, execution: Execution) -> None:
         self._emit(("t", self._works[key][0], pack_execution(execution)))

@@ -10,7 +10,9 @@ workers are ``_ray_worker.Worker``s in this process and event loop, behind a
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,7 +25,7 @@ from workflow_trigger._ray_driver import Driver, WorkerLink, settings
 from workflow_trigger._ray_worker import Work, Worker
 from workflow_trigger.providers.base import Provider
 from workflow_trigger.ray import RayBatch
-from workflow_trigger.testing import Emulator, Scenario
+from workflow_trigger.testing import Emulator, Fault, Scenario
 
 POLL = wt.PollPolicy(interval=0.1, jitter=0.0, timeout=60.0)
 
@@ -109,8 +111,15 @@ async def cluster(anyio_backend: object) -> AsyncIterator[Local]:
         yield Local(group)
 
 
-def batch(cluster: Local, provider: wt.Provider, workflow_id: str, items: Any, **kw: Any) -> Any:
-    options = {"poll": POLL, "rate_limit": 1e6}
+def batch(
+    cluster: Local,
+    provider: wt.Provider,
+    workflow_id: str,
+    items: Any,
+    client_options: dict[str, Any] | None = None,
+    **kw: Any,
+) -> Any:
+    options = {"poll": POLL, "rate_limit": 1e6, **(client_options or {})}
     kw = {
         "workers": 2,
         "address": None,
@@ -191,3 +200,38 @@ async def test_an_item_no_call_takes_in_time_goes_on_its_own(
             await emulator.wait_for_triggers("slow", 2)
             assert link.submits == 1 and link.carried == 1
             assert run.counts.triggered == 2
+
+
+async def test_a_journaled_batch_left_early_lets_its_workers_triggers_on_the_wire_finish(
+    cluster: Local, emulator: Emulator, tmp_path: Path
+) -> None:
+    """As in one process (``test_journal_stop.py``): the workers' triggers on the wire get
+    their answers, the driver records their tokens, and a resume triggers none of them again
+    (on Codika, where a second trigger would start a second run)."""
+    emulator.scenario("wf", Scenario(duration=0.05, result={"ok": True}))
+    emulator.add_fault(Fault.slow(count=1000, delay=0.3, on="trigger"))
+    journal, keyed = tmp_path / "batch.sqlite", [{"k": i} for i in range(40)]
+    # five connections per worker's client, so a few triggers at a time each
+    tight = {"max_connections": 5}
+    with anyio.fail_after(30):
+        async with batch(
+            cluster, codika(emulator), "wf", keyed, tight, key=lambda p: p["k"], journal=journal
+        ):
+            await emulator.wait_until(lambda: emulator.trigger_requests >= 4)
+        # left early: the batch has returned once the triggers it had sent were answered
+        on_the_wire = emulator.trigger_requests
+        assert 4 <= on_the_wire < 40
+        assert len(emulator.executions) == on_the_wire
+        emulator.clear_faults()
+        async with batch(
+            cluster, codika(emulator), "wf", keyed, key=lambda p: p["k"], journal=journal
+        ) as again:
+            outcomes = [o async for o in again]
+    assert sorted(o.key for o in outcomes) == list(range(40))
+    flagged = [o for o in outcomes if not o.ok or o.possibly_duplicated]
+    assert not flagged, flagged[:3]  # none was sent twice, and none is said to be
+    # each trigger sent before the stop has its token (or outcome) in the journal
+    assert again.counts.resumed + again.counts.from_journal == on_the_wire
+    assert again.counts.triggered == 40 - on_the_wire
+    runs = Counter(e.payload["k"] for e in emulator.executions)
+    assert runs == Counter(range(40))  # every item triggered exactly once
