@@ -26,9 +26,11 @@ lingers ``LINGER`` after the first event, so that one call carries many):
   trigger certainly started no run;
 * ``("u", item_id)``: after a graceful stop, an item whose trigger was never
   sent (the driver forgets its intent, so a resume triggers it afresh
-  instead of flagging it ``possibly_duplicated``). (Plain tuples pickle about seven times
-  cheaper than attrs classes, whose state is read and set in Python, and a
-  token costs more to make than its fields to send.)
+  instead of flagging it ``possibly_duplicated``).
+
+Plain tuples pickle about seven times cheaper than attrs classes, whose
+state is read and set in Python, and a token costs more to make than its
+fields to send.
 
 ``submit`` hands over items without waiting for events: the driver uses it
 only for items that no ``exchange`` took in time. ``stop(graceful=True)``
@@ -57,7 +59,16 @@ from .journal import ItemState
 from .models import ErrorInfo, Execution, Outcome, Status
 from .providers.base import Provider
 
-__all__ = ["Ran", "Work", "Worker", "pack_execution", "pack_outcome", "unpack_execution"]
+__all__ = [
+    "Ended",
+    "Ran",
+    "Work",
+    "Worker",
+    "pack_execution",
+    "pack_outcome",
+    "unpack_execution",
+    "unpack_outcome",
+]
 
 #: one item: (item id, payload, token or None, idempotency key or None)
 Work = tuple[int, Any, "str | None", "str | None"]
@@ -114,9 +125,9 @@ def pack_outcome(o: Outcome[Any]) -> Ended:
 def unpack_outcome(ended: Ended, **fields: Any) -> Outcome[Any]:
     """The ``Outcome`` ``pack_outcome`` sent, with the driver's ``fields`` (``index``,
     ``key``, ``possibly_duplicated``; ``result`` and ``exception`` where it structured it)."""
-    ran, status, result, raw_result, error, artifacts, designated, polls, started, finished = ended[
-        :10
-    ]
+    ran, status, result, raw_result, error, artifacts, designated, polls, started, finished, raw = (
+        ended
+    )
     return Outcome(
         execution=unpack_execution(ran) if ran is not None else None,
         status=Status(status) if status is not None else None,
@@ -127,7 +138,7 @@ def unpack_outcome(ended: Ended, **fields: Any) -> Outcome[Any]:
         polls=polls,
         started_at=started,
         finished_at=finished,
-        raw_status=ended[10],
+        raw_status=raw,
         raw_result=raw_result,
         **fields,
     )

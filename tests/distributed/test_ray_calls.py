@@ -235,3 +235,21 @@ async def test_a_journaled_batch_left_early_lets_its_workers_triggers_on_the_wir
     assert again.counts.triggered == 40 - on_the_wire
     runs = Counter(e.payload["k"] for e in emulator.executions)
     assert runs == Counter(range(40))  # every item triggered exactly once
+
+
+async def test_a_platform_whose_reply_is_the_result_runs_over_workers_too(
+    cluster: Local, anyio_backend: object
+) -> None:
+    """An AwaitStep function has no record to poll: each item is one POST whose reply is
+    its result, over the workers as in one process."""
+    del anyio_backend
+    async with Emulator(seed=0, awaitstep_functions=["double"]) as emu:
+        emu.scenario("double", Scenario(result=lambda body: {"n": body["n"] * 2}))
+        function = wt.AwaitStepFunction(emu.awaitstep_function_url("double"))
+        items = [{"n": i} for i in range(30)]
+        with anyio.fail_after(30):
+            async with batch(cluster, function, "double", items) as run:
+                outcomes = [o async for o in run]
+        assert sorted((o.index, o.result["n"]) for o in outcomes) == [(i, 2 * i) for i in range(30)]
+        assert all(o.ok and o.execution is not None for o in outcomes)
+        assert emu.triggers("double") == 30  # one POST each, no poll
