@@ -9,7 +9,7 @@ import pathlib
 import workflow_trigger
 
 PACKAGE = pathlib.Path(workflow_trigger.__file__).parent
-OPTIONAL = {"fastapi", "otel", "ray", "_ray_driver", "_ray_worker"}
+OPTIONAL = {"fastapi", "otel", "ray", "_ray_driver", "_ray_pool", "_ray_worker"}
 #: the command line, behind its own extra, may load the Ray integration when asked to
 FRONT_ENDS = {"cli", "_cli_commands", "_cli_platforms"}
 

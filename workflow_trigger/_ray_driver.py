@@ -1,14 +1,15 @@
 """The driver of a batch spread over worker processes (``workflow_trigger.ray``): it reads
 the payloads, hands items to workers, keeps the journal and hands outcomes over. It does
-not import ray: ``ray.py`` gives it a ``Cluster`` (how to start workers and reach them).
+not import ray: it runs on a ``_ray_pool.Pool`` of workers, which ``ray.py`` gives a
+``Cluster`` (how to start workers and reach them).
 
 How it works. Payloads are read lazily and named as ``Client.run_many`` names
 them (``_items.ItemKeys``); each item holds one of ``concurrency`` slots until
 the caller took its outcome, so the whole batch, not each worker, is bounded.
-Each worker has one listener here, which makes one call at a time
-(``WorkerLink.exchange``): it carries the ready items up to the worker's
-fair share of the open ones and comes back with what the worker reported
-(tokens, outcomes), then the next call goes out. So the items a worker's
+Each worker has one listener here, which makes one call at a time to the
+worker's share of the batch (``ShareLink.exchange``): it carries the ready
+items up to the worker's fair share of the open ones and comes back with
+what the worker reported (tokens, outcomes), then the next call goes out. So the items a worker's
 outcomes freed go back to it in its next call, and a batch makes a few
 calls per second per worker, not one per chunk plus one per event poll.
 Items that no call took within ``_SPILL`` (every worker's call waiting for
@@ -19,21 +20,18 @@ keeps, in memory, which worker holds which open item and its token: when a
 worker dies (``Cluster.died``), its items go to the others (a token: waited
 on; only an intent: sent again, with the same idempotency key where the
 platform honours one, else flagged ``possibly_duplicated``) and a new worker
-takes its place.
+takes its place (``Pool.replace``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
-import io
 import os
-import pickle
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -41,6 +39,7 @@ import anyio.lowlevel
 import attrs
 
 from ._items import BatchCounts, ItemKeys, iterate
+from ._ray_pool import Pool, PoolSettings, ShareLink, WorkerLink
 from ._ray_worker import (
     DEFAULT_TIMEOUT,
     Ran,
@@ -49,71 +48,17 @@ from ._ray_worker import (
     unpack_outcome,
 )
 from ._results import check_result_type, make_converter, replayed, structure_result
-from ._secrets import Secret
 from ._slots import Slots
 from .client import DEFAULT
 from .errors import InvalidInputError, ResultTypeError, WorkflowTriggerError
 from .journal import Journal
 from .models import Outcome, Status
-from .options import ClientOptions
 from .policies import check_count
-from .providers.base import Provider
 
 if TYPE_CHECKING:
     from ._items import ItemKey
 
-__all__ = [
-    "Cluster",
-    "Driver",
-    "Settings",
-    "WorkerLink",
-    "provider_bytes",
-    "settings",
-    "worker_options",
-]
-
-
-class WorkerLink(Protocol):
-    """One worker (a ``_ray_worker.Worker`` somewhere), as the driver reaches it."""
-
-    async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
-        """Hand ``works`` (maybe none) over, then what happened since the last call, once
-        something did (``_ray_worker.Worker.exchange``); None once all is over."""
-
-    async def served(self) -> None:
-        """Once ``exchange`` said None: raise what ended the worker's ``serve``, if anything."""
-
-    async def pid(self) -> int: ...
-
-    def submit(self, works: list[Work]) -> None:
-        """Hand ``works`` over, waiting for nothing."""
-
-    def stop(self, graceful: bool) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-class Cluster(Protocol):
-    """Where workers run; ``died``: what a call to a dead worker raises."""
-
-    died: tuple[type[BaseException], ...]
-
-    def join(self, address: str | None, workers: int | None) -> bool:
-        """Connect this process (once); whether a cluster was started for the batch."""
-
-    def cpus(self) -> int: ...
-
-    def spawn(
-        self,
-        spec: bytes | Callable[[], Provider],
-        workflow_id: str,
-        options: dict[str, Any],
-        timeout: float | str | None,
-    ) -> WorkerLink:
-        """A new worker, already serving."""
-
-    def leave(self) -> None:
-        """Disconnect, and stop the cluster ``join`` started."""
+__all__ = ["Driver", "Settings", "settings"]
 
 
 _YIELD_EVERY = 64
@@ -124,25 +69,14 @@ _LINGER = 0.02
 _SPILL = 1.0
 
 
-def _reveal_secret(secret: Secret) -> tuple[Any, ...]:
-    return (Secret, (secret.reveal(),))
-
-
-def provider_bytes(provider: Provider) -> bytes:
-    """``provider`` pickled with its secrets: for a worker's constructor, nothing else."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer)
-    pickler.dispatch_table = {**copyreg.dispatch_table, Secret: _reveal_secret}
-    pickler.dump(provider)
-    return buffer.getvalue()
-
-
 @attrs.define(eq=False)
 class _Worker:
     number: int
-    link: WorkerLink
+    worker: WorkerLink
+    link: ShareLink  # the worker's share of this batch
     load: int = 0
     live: bool = True
+    ended: bool = False  # its share ended: nothing to stop
 
 
 @attrs.define(eq=False)
@@ -169,85 +103,54 @@ class _Open:
 
 @attrs.frozen
 class Settings:
-    """``run_many``'s arguments, checked before anything starts."""
+    """A batch's arguments, checked before anything starts."""
 
-    provider: Provider
-    spec: bytes | Callable[[], Provider]
     workflow_id: str
     payloads: Iterable[Any] | AsyncIterable[Any]
-    workers: int | None
-    address: str | None
     concurrency: int
     key: Callable[[Any], Any] | None
     journal: str | os.PathLike[str] | None
     result_type: type[Any] | None
     timeout: float | str | None
     fail_fast: bool
-    options: ClientOptions
 
 
 def settings(
-    provider: Provider | Callable[[], Provider],
+    pool: PoolSettings,
     workflow_id: str,
     payloads: Iterable[Any] | AsyncIterable[Any],
     **kw: Any,
 ) -> Settings:
-    spec: bytes | Callable[[], Provider]
-    if isinstance(provider, Provider):
-        made, spec = provider, provider_bytes(provider)
-    elif callable(provider):
-        made, spec = provider(), provider
-        if not isinstance(made, Provider):
-            raise InvalidInputError(f"provider() made a {type(made).__name__}, not a provider")
-    else:
-        raise InvalidInputError(
-            "provider must be a platform such as wt.RunsApi(...), or a function that builds one"
-        )
+    """A batch's arguments checked, for a pool of ``pool``'s settings."""
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidInputError("workflow_id must be a non-empty string")
     if not isinstance(payloads, (Iterable, AsyncIterable)) or isinstance(
         payloads, (str, bytes, dict)
     ):
         raise InvalidInputError("payloads must be an iterable or async iterable of payloads")
     check_count("concurrency", kw["concurrency"])
-    if kw["workers"] is not None:
-        check_count("workers", kw["workers"])
     if kw["key"] is not None and not callable(kw["key"]):
         raise InvalidInputError("key must be a function of the payload, or None")
-    options = ClientOptions.build(dict(kw.pop("client_options")))
-    check_result_type(options.converter or make_converter(), kw["result_type"])
+    check_result_type(pool.options.converter or make_converter(), kw["result_type"])
     timeout = kw.pop("timeout")
     return Settings(
-        provider=made,
-        spec=spec,
         workflow_id=workflow_id,
         payloads=payloads,
-        options=options,
         timeout=DEFAULT_TIMEOUT if timeout is DEFAULT else timeout,
         **kw,
     )
 
 
-def worker_options(settings: Settings, options: dict[str, Any], count: int) -> dict[str, Any]:
-    """Each worker's client options: the batch's rate limit split between ``count`` workers
-    (the driver bounds ``concurrency`` for the whole batch)."""
-    options = dict(options)
-    rate = settings.options.rate_limit or settings.provider.default_rate_limit
-    if rate:
-        options["rate_limit"] = rate / count
-    options.setdefault("max_concurrency", settings.concurrency)
-    return options
-
-
 class Driver:
-    """One batch at the driver: pulls, dispatches, listens, journals, delivers."""
+    """One batch at the driver: pulls, dispatches, listens, journals, delivers. It runs on
+    ``pool``'s workers, and closes the pool at its end if it ``owns_pool``."""
 
-    def __init__(
-        self, settings: Settings, client_options: dict[str, Any], cluster: Cluster
-    ) -> None:
+    def __init__(self, pool: Pool, settings: Settings, *, owns_pool: bool) -> None:
         self.s = settings
-        self.cluster = cluster
-        self.client_options = client_options
-        self.provider = settings.provider
-        self.converter = settings.options.converter or make_converter()
+        self.pool = pool
+        self.owns_pool = owns_pool
+        self.provider = pool.provider
+        self.converter = pool.s.options.converter or make_converter()
         self.send, self.receive = anyio.create_memory_object_stream[Outcome[Any]](
             settings.concurrency
         )
@@ -271,8 +174,6 @@ class Driver:
         self._exhausted = False
         self._all_done = anyio.Event()
         self._replacements = 0
-        self._started_cluster = False
-        self._joined = False
 
     # -- the life of a batch ---------------------------------------------------------------
 
@@ -291,7 +192,7 @@ class Driver:
             self.scope = anyio.CancelScope()
             if self._stopped:
                 self.scope.cancel()
-            self.join_cluster()
+            self.pool.start()
             async with self.send, anyio.create_task_group() as writer:
                 if self.s.journal is not None:
                     self.journal = await Journal.open(
@@ -302,11 +203,9 @@ class Driver:
                     )
                     await writer.start(self.journal.run_writer)
                 async with anyio.create_task_group() as listeners:
-                    count = self.started_with = self._worker_count()
-                    self._replacements = count
-                    options = self._worker_options(count)
-                    for _ in range(count):
-                        self._spawn(listeners, options)
+                    self.started_with = self._replacements = len(self.pool.workers)
+                    for link in self.pool.workers:
+                        self._attach(listeners, link)
                     with self.scope:
                         async with anyio.create_task_group() as work:
                             work.start_soon(self._pull)
@@ -326,36 +225,25 @@ class Driver:
                 error = inner[0]
             self.error = error
         finally:
-            for worker in self.workers:
-                with contextlib.suppress(Exception):
-                    worker.link.kill()
-            if self._started_cluster:
-                self.cluster.leave()
+            for worker in self.workers:  # left abruptly (cancelled): end its shares too
+                if worker.live and not worker.ended:
+                    with contextlib.suppress(Exception):
+                        worker.link.stop(False)
+            if self.owns_pool:
+                self.pool.close()
             self.send.close()
             self.finished.set()
 
-    def join_cluster(self) -> None:
-        """Connect this process to the cluster (once), starting one for ``address=None``."""
-        if not self._joined:
-            self._joined = True
-            self._started_cluster = self.cluster.join(self.s.address, self.s.workers)
-
-    def _worker_count(self) -> int:
-        return self.s.workers if self.s.workers is not None else self.cluster.cpus()
-
-    def _worker_options(self, count: int) -> dict[str, Any]:
-        return worker_options(self.s, self.client_options, count)
-
-    def _spawn(self, listeners: anyio.abc.TaskGroup, options: dict[str, Any]) -> None:
-        link = self.cluster.spawn(self.s.spec, self.s.workflow_id, options, self.s.timeout)
-        worker = _Worker(len(self.workers), link)
+    def _attach(self, listeners: anyio.abc.TaskGroup, link: WorkerLink) -> None:
+        """Run a share of this batch on the worker ``link``."""
+        s = self.s
+        share = link.share(self._batch_id, s.workflow_id, s.timeout, s.concurrency)
+        worker = _Worker(len(self.workers), link, share)
         self.workers.append(worker)
-        listeners.start_soon(self._listen, worker, listeners, options)
+        listeners.start_soon(self._listen, worker, listeners)
         self._wake.set()
 
-    async def _listen(
-        self, worker: _Worker, listeners: anyio.abc.TaskGroup, options: dict[str, Any]
-    ) -> None:
+    async def _listen(self, worker: _Worker, listeners: anyio.abc.TaskGroup) -> None:
         try:
             while True:
                 await anyio.sleep(_LINGER)
@@ -363,11 +251,12 @@ class Driver:
                 if events is None:
                     break
                 await self._handle(worker, events)
+            worker.ended = True
             await worker.link.served()  # raises what stopped the worker's client, if anything
-        except self.cluster.died:
-            self._lose(worker, listeners, options)
+        except self.pool.cluster.died:
+            self._lose(worker, listeners)
 
-    def _lose(self, worker: _Worker, listeners: anyio.abc.TaskGroup, opts: dict[str, Any]) -> None:
+    def _lose(self, worker: _Worker, listeners: anyio.abc.TaskGroup) -> None:
         """``worker`` died: its open items go to the others, and a new worker takes its place."""
         worker.live, worker.load = False, 0
         self.lost += 1
@@ -377,13 +266,19 @@ class Driver:
             item.worker, item.ready_at = None, now
         self._ready.extendleft(reversed(orphans))
         stopping = self.scope is None or self.scope.cancel_called
+        fresh = None
         if not stopping and self._replacements > 0:
+            fresh = self.pool.replace(worker.worker)
+        if fresh is not None:
             self._replacements -= 1
-            self._spawn(listeners, opts)
+            self._attach(listeners, fresh)
         elif not stopping and not any(w.live for w in self.workers):
             self.error = WorkflowTriggerError(
-                f"every worker of the batch died ({self.lost} in all); the journal, if any, "
-                "has what was done: run the batch again to resume it"
+                "the pool of workers was closed while the batch ran; the journal, if any, has "
+                "what was done: run the batch again to resume it"
+                if self.pool.closed
+                else f"every worker of the batch died ({self.lost} in all); the journal, if "
+                "any, has what was done: run the batch again to resume it"
             )
             if self.scope is not None:
                 self.scope.cancel()

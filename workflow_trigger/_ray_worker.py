@@ -1,11 +1,15 @@
-"""One worker of a batch spread over processes (``workflow_trigger.ray``): one ``AsyncClient``
-and many items in flight. It does not import ray; ``ray.py`` makes it an actor.
+"""A worker process of a pool (``workflow_trigger.ray``): one ``AsyncClient`` for the pool's
+life, and many items of each batch in flight. It does not import ray; ``ray.py`` makes
+``Worker`` an actor.
 
-How it works. ``serve``, called once and running for the whole batch, holds
-the client and one batch of it (``client.ledgered_batch``: ``run_many``'s
+How it works. ``Worker.serve``, called once, holds the client until the pool
+closes: its connections and its scheduler serve every batch that runs on the
+pool, so a second batch starts no process and opens no client. Each batch
+has a ``Share`` on each worker: its ``serve``, running for the whole batch,
+holds one batch of the client (``client.ledgered_batch``: ``run_many``'s
 engine, its items jobs on the client's scheduler, no task per item) whose
 payloads are the items the driver hands over, and whose ledger (in place of
-a journal file) is this worker: an item with a token is waited on, not
+a journal file) is the share: an item with a token is waited on, not
 triggered; an item's trigger carries the idempotency key the driver chose;
 its token is reported as soon as the trigger answers, and the run is waited
 on meanwhile (the driver records the token when the next call brings it
@@ -38,6 +42,8 @@ ends every item at once except the triggers on the wire, which are let
 finish and report their token (a journaled batch that is left early records
 them, as in one process); ``stop(graceful=False)`` ends them all at once.
 Then ``serve`` returns and ``exchange`` hands over the rest and then ``None``.
+A worker reaches each of these by the batch's id (``Worker.run``, ``exchange``,
+``submit``, ``stop``).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from .providers.base import Provider
 __all__ = [
     "Ended",
     "Ran",
+    "Share",
     "Work",
     "Worker",
     "pack_execution",
@@ -153,25 +160,15 @@ def _portable(exc: BaseException) -> bool:
     return type(copy) is type(exc) and str(copy) == str(exc)
 
 
-class Worker:
-    """A batch's worker (see the module's docstring); ``ray.py`` runs it as an async actor.
-    It is also the ledger of its client's batch (``_engine.Ledger``)."""
+class Share:
+    """A worker's share of one batch (see the module's docstring). It is also the ledger of
+    its batch on the worker's client (``_engine.Ledger``)."""
 
-    def __init__(
-        self,
-        provider: bytes | Callable[[], Provider],
-        workflow_id: str,
-        options: dict[str, Any],
-        timeout: float | str | None,
-    ) -> None:
-        self._provider = provider
-        self._workflow_id = workflow_id
-        self._options = options
-        self._timeout = timeout
+    def __init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[list[Work]](math.inf)
         self._events: list[tuple[Any, ...]] = []
         self._wake = anyio.Event()
-        #: the open items, by their position in this worker's batch (its ledger's keys)
+        #: the open items, by their position in this share's batch (its ledger's keys)
         self._works: dict[int, Work] = {}
         #: the ids of the items to trigger whose trigger has not been sent
         self._unsent: set[int] = set()
@@ -181,45 +178,44 @@ class Worker:
         self._abrupt = False
         self._served = False
 
-    async def pid(self) -> int:
-        return os.getpid()
-
-    def _make_provider(self) -> Provider:
-        provider = self._provider
-        made: object = pickle.loads(provider) if isinstance(provider, bytes) else provider()
-        if not isinstance(made, Provider):
-            raise TypeError(f"the provider factory made a {type(made).__name__}, not a Provider")
-        return made
-
-    async def serve(self) -> None:
-        """Run items as they are submitted, until ``stop``; call it once."""
-        timeout: float | None = (
-            DEFAULT if self._timeout == DEFAULT_TIMEOUT else cast("float | None", self._timeout)
+    async def serve(
+        self,
+        client: AsyncClient,
+        workflow_id: str,
+        timeout: float | str | None,
+        concurrency: int,
+    ) -> None:
+        """Run items on ``client`` as they are submitted, until ``stop``; call it once."""
+        wait: float | None = (
+            DEFAULT if timeout == DEFAULT_TIMEOUT else cast("float | None", timeout)
         )
         try:
             with anyio.CancelScope() as self._scope:
                 if self._abrupt:  # stopped before it began
                     self._scope.cancel()
-                async with AsyncClient(self._make_provider(), **self._options) as client:
-                    batch = self._batch = ledgered_batch(
-                        client,
-                        self._workflow_id,
-                        self._payloads(),
-                        concurrency=client.max_concurrency,
-                        timeout=timeout,
-                        ledger=self,
-                    )
-                    async with batch:
-                        if self._stopping:  # stopped before it began
-                            await batch.aclose()
-                        async for outcome in batch:
-                            self._ended(outcome)
-                    if not self._abrupt:  # stopped, or done (then none is left)
-                        for item_id in self._unsent:
-                            self._emit(("u", item_id))
+                batch = self._batch = ledgered_batch(
+                    client,
+                    workflow_id,
+                    self._payloads(),
+                    concurrency=concurrency,
+                    timeout=wait,
+                    ledger=self,
+                )
+                async with batch:
+                    if self._stopping:  # stopped before it began
+                        await batch.aclose()
+                    async for outcome in batch:
+                        self._ended(outcome)
+                if not self._abrupt:  # stopped, or done (then none is left)
+                    for item_id in self._unsent:
+                        self._emit(("u", item_id))
         finally:
-            self._served = True
-            self._wake.set()
+            self.finish()
+
+    def finish(self) -> None:
+        """No more events will come: ``events`` hands over the rest, then None."""
+        self._served = True
+        self._wake.set()
 
     async def _payloads(self) -> AsyncIterator[Any]:
         position = 0
@@ -320,3 +316,91 @@ class Worker:
 
     async def record_refused(self, key: Any) -> None:
         pass  # reported with the outcome
+
+
+class Worker:
+    """One worker process of a pool (``ray.py`` runs it as an async actor): one ``AsyncClient``
+    for as long as the pool lives, and a ``Share`` of each batch that runs on it.
+
+    Each batch reaches its share by the batch's id: ``run`` (the share's life), ``exchange``,
+    ``submit`` and ``stop``. Ray does not keep the order of an async actor's calls, so
+    whichever comes first makes the share; once ``exchange`` said None the share is gone,
+    and a call that arrives later for it does nothing."""
+
+    def __init__(self, provider: bytes | Callable[[], Provider], options: dict[str, Any]) -> None:
+        self._provider = provider
+        self._options = options
+        self._client: AsyncClient | None = None
+        self._error: Exception | None = None
+        self._ready = anyio.Event()
+        self._closed = anyio.Event()
+        self._shares: dict[str, Share] = {}
+        self._gone: set[str] = set()
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    def _make_provider(self) -> Provider:
+        provider = self._provider
+        made: object = pickle.loads(provider) if isinstance(provider, bytes) else provider()
+        if not isinstance(made, Provider):
+            raise TypeError(f"the provider factory made a {type(made).__name__}, not a Provider")
+        return made
+
+    async def serve(self) -> None:
+        """Hold the client until ``close``; call it once."""
+        try:
+            async with AsyncClient(self._make_provider(), **self._options) as client:
+                self._client = client
+                self._ready.set()
+                await self._closed.wait()
+        except Exception as exc:
+            self._error = exc
+            raise
+        finally:
+            self._client = None
+            self._ready.set()
+
+    async def close(self) -> None:
+        self._closed.set()
+
+    def _share(self, batch: str) -> Share | None:
+        if batch in self._gone:
+            return None
+        share = self._shares.get(batch)
+        if share is None:
+            share = self._shares[batch] = Share()
+        return share
+
+    async def run(
+        self, batch: str, workflow_id: str, timeout: float | str | None, concurrency: int
+    ) -> None:
+        """Run this worker's share of ``batch`` until it is stopped; raise what kept the
+        worker's client from starting, if anything."""
+        share = self._share(batch)
+        if share is None:
+            return
+        try:
+            await self._ready.wait()
+            if self._client is None:
+                raise self._error or WorkflowTriggerError("the worker's client is closed")
+            await share.serve(self._client, workflow_id, timeout, concurrency)
+        finally:
+            share.finish()
+
+    async def exchange(self, batch: str, works: list[Work]) -> bytes | None:
+        """``Share.exchange`` of ``batch``'s share."""
+        share = self._share(batch)
+        events = None if share is None else await share.exchange(works)
+        if events is None:
+            self._shares.pop(batch, None)
+            self._gone.add(batch)
+        return events
+
+    async def submit(self, batch: str, works: list[Work]) -> None:
+        if (share := self._share(batch)) is not None:
+            await share.submit(works)
+
+    async def stop(self, batch: str, graceful: bool) -> None:
+        if (share := self._share(batch)) is not None:
+            await share.stop(graceful)

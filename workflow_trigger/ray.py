@@ -35,6 +35,7 @@ calls it in its own environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -48,13 +49,22 @@ import ray
 import ray.exceptions
 
 from ._items import BatchCounts
-from ._ray_driver import Driver, WorkerLink, provider_bytes, settings
+from ._ray_driver import Driver, settings
+from ._ray_pool import Pool, pool_settings, provider_bytes
 from ._ray_worker import Work, Worker
 from .client import DEFAULT
+from .errors import InvalidInputError
 from .models import Outcome
 from .providers.base import Provider
 
-__all__ = ["RayBatch", "provider_bytes", "run_many", "run_many_async"]
+__all__ = [
+    "AsyncWorkers",
+    "RayBatch",
+    "Workers",
+    "provider_bytes",
+    "run_many",
+    "run_many_async",
+]
 
 T = TypeVar("T")
 
@@ -65,39 +75,52 @@ if TYPE_CHECKING:
 _RemoteWorker = ray.remote(Worker)
 
 
-class _Actor:
-    """A worker actor, as the driver reaches it (``_ray_driver.WorkerLink``)."""
+class _Share:
+    """A worker's share of one batch, as the driver reaches it (``_ray_pool.ShareLink``)."""
 
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-        self._served = actor.serve.remote()
+    def __init__(self, actor: Any, batch: str, run: Any) -> None:
+        self.actor, self.batch, self._run = actor, batch, run
 
     async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
-        events: bytes | None = await self.actor.exchange.remote(works)
+        events: bytes | None = await self.actor.exchange.remote(self.batch, works)
         return None if events is None else pickle.loads(events)  # what our worker pickled
 
     async def served(self) -> None:
         try:
-            await self._served
+            await self._run
         except ray.exceptions.RayTaskError as exc:  # its client could not start
             cause: BaseException = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
             raise cause from None
 
-    async def pid(self) -> int:
-        return int(await self.actor.pid.remote())
-
     def submit(self, works: list[Work]) -> None:
-        self.actor.submit.remote(works)
+        self.actor.submit.remote(self.batch, works)
 
     def stop(self, graceful: bool) -> None:
-        self.actor.stop.remote(graceful)
+        self.actor.stop.remote(self.batch, graceful)
+
+
+class _Actor:
+    """A worker actor, as the pool reaches it (``_ray_pool.WorkerLink``)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self._served = actor.serve.remote()  # its client, open for the pool's life
+
+    def share(
+        self, batch: str, workflow_id: str, timeout: float | str | None, concurrency: int
+    ) -> _Share:
+        run = self.actor.run.remote(batch, workflow_id, timeout, concurrency)
+        return _Share(self.actor, batch, run)
+
+    async def pid(self) -> int:
+        return int(await self.actor.pid.remote())
 
     def kill(self) -> None:
         ray.kill(self.actor)
 
 
 class _Ray:
-    """The Ray cluster the batch runs on (``_ray_driver.Cluster``)."""
+    """The Ray cluster the pool runs on (``_ray_pool.Cluster``)."""
 
     died: tuple[type[BaseException], ...] = (ray.exceptions.RayActorError,)
 
@@ -120,18 +143,12 @@ class _Ray:
         resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         return max(1, int(resources.get("CPU", 1)))
 
-    def spawn(
-        self,
-        spec: bytes | Callable[[], Provider],
-        workflow_id: str,
-        options: dict[str, Any],
-        timeout: float | str | None,
-    ) -> WorkerLink:
+    def spawn(self, spec: bytes | Callable[[], Provider], options: dict[str, Any]) -> _Actor:
         # Ray never restarts a worker nor re-runs its calls: the driver decides what is
         # sent again, from what the journal (or its memory) says was done
         actor = _RemoteWorker.options(
             max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
-        ).remote(spec, workflow_id, options, timeout)
+        ).remote(spec, options)
         return _Actor(actor)
 
     def leave(self) -> None:
@@ -165,7 +182,7 @@ class RayBatch(Generic[T]):
         """The process ids of the live workers (once the batch has started: inside its
         ``async with``, or after the first outcome)."""
         live = [w for w in self._driver.workers if w.live]
-        return [await w.link.pid() for w in live]
+        return [await w.worker.pid() for w in live]
 
     def __aiter__(self) -> RayBatch[T]:
         return self
@@ -218,6 +235,174 @@ class RayBatch(Generic[T]):
             await self._driver.finished.wait()
 
 
+class AsyncWorkers:
+    """A pool of Ray worker processes for many batches, for callers inside an asyncio event
+    loop: ``async with AsyncWorkers(provider, workers=4) as pool:``, then ``async with
+    pool.run_many(...) as batch: async for outcome in batch: ...`` as often as needed,
+    one batch after another or several at once. Each worker starts once (a process, the
+    SDK, one ``AsyncClient`` of ``client_options``) and serves every batch; the rate limit
+    is split between the workers once, for all batches. Leaving the ``async with`` stops
+    the batches still running and the workers (and the local cluster, if the pool started
+    it). Starting a local cluster blocks the loop for the seconds it takes.
+
+    ``workers``: actors, default one per CPU of the cluster. ``address``: None starts a
+    local cluster; ``"auto"`` or ``"ray://host:10001"`` joins one; a process already
+    connected (``ray.init()``) uses its own.
+    """
+
+    def __init__(
+        self,
+        provider: Provider | Callable[[], Provider],
+        *,
+        workers: int | None = None,
+        address: str | None = None,
+        **client_options: Unpack[ClientOptionsKwargs],
+    ) -> None:
+        checked = pool_settings(
+            provider, workers=workers, address=address, client_options=dict(client_options)
+        )
+        self._pool = Pool(checked, _Ray())
+        self._batches: weakref.WeakSet[RayBatch[Any]] = weakref.WeakSet()
+
+    @property
+    def workers(self) -> int:
+        """How many workers the pool has (0 before it started)."""
+        return len(self._pool.workers)
+
+    async def worker_pids(self) -> list[int]:
+        """The process ids of the pool's workers."""
+        return [await w.pid() for w in self._pool.workers]
+
+    def join(self) -> None:
+        """Connect this process to the cluster (``__aenter__`` does it if need be); the
+        blocking ``Workers`` calls it from the caller's thread, where Ray wants it."""
+        self._pool.join()
+
+    async def __aenter__(self) -> AsyncWorkers:
+        self._pool.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the batches still running, then the workers."""
+        for batch in list(self._batches):
+            await batch.aclose()
+        self._pool.close()
+
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 100,
+        key: Callable[[Any], Any] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        result_type: type[T] | None = None,
+        timeout: float | None = DEFAULT,
+        fail_fast: bool = False,
+    ) -> RayBatch[T]:
+        """A batch on the pool's workers: ``run_many_async``'s, less what the pool holds."""
+        if self._pool.closed or not self._pool.started:
+            raise InvalidInputError(
+                "this pool of workers is closed: make a new one"
+                if self._pool.closed
+                else "the pool of workers is not started: use it inside `async with "
+                "wt_ray.AsyncWorkers(...) as pool:`"
+            )
+        checked = settings(
+            self._pool.s,
+            workflow_id,
+            payloads,
+            concurrency=concurrency,
+            key=key,
+            journal=journal,
+            result_type=result_type,
+            timeout=timeout,
+            fail_fast=fail_fast,
+        )
+        batch: RayBatch[T] = RayBatch(Driver(self._pool, checked, owns_pool=False))
+        self._batches.add(batch)
+        return batch
+
+
+class Workers:
+    """``AsyncWorkers`` for scripts: ``with Workers(provider, workers=4) as pool:``, then
+    ``for outcome in pool.run_many(...)`` as often as needed, each batch a blocking
+    iterator as ``run_many`` returns. The workers start once and serve every batch; leaving
+    the ``with`` stops them."""
+
+    def __init__(
+        self,
+        provider: Provider | Callable[[], Provider],
+        *,
+        workers: int | None = None,
+        address: str | None = None,
+        **client_options: Unpack[ClientOptionsKwargs],
+    ) -> None:
+        self._async = AsyncWorkers(provider, workers=workers, address=address, **client_options)
+        self._exit = contextlib.ExitStack()
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    @property
+    def workers(self) -> int:
+        """How many workers the pool has (0 before it started)."""
+        return self._async.workers
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the pool's workers."""
+        return self._started().call(self._async.worker_pids)
+
+    def __enter__(self) -> Workers:
+        self._async.join()  # from the caller's thread: Ray sets its signal handlers there
+        with contextlib.ExitStack() as stack:
+            portal = stack.enter_context(anyio.from_thread.start_blocking_portal())
+            portal.call(self._async.__aenter__)
+            stack.callback(portal.call, self._async.aclose)
+            self._exit = stack.pop_all()
+        self._portal = portal
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._portal = None
+        self._exit.close()
+
+    def _started(self) -> anyio.from_thread.BlockingPortal:
+        if self._portal is None:
+            raise InvalidInputError(
+                "the pool of workers is not started: use it inside `with "
+                "wt_ray.Workers(...) as pool:`"
+            )
+        return self._portal
+
+    def run_many(
+        self,
+        workflow_id: str,
+        payloads: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 100,
+        key: Callable[[Any], Any] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        result_type: type[T] | None = None,
+        timeout: float | None = DEFAULT,
+        fail_fast: bool = False,
+    ) -> Iterator[Outcome[T]]:
+        """A batch on the pool's workers: ``run_many``'s, less what the pool holds."""
+        portal = self._started()
+        batch: RayBatch[T] = self._async.run_many(
+            workflow_id,
+            payloads,
+            concurrency=concurrency,
+            key=key,
+            journal=journal,
+            result_type=result_type,
+            timeout=timeout,
+            fail_fast=fail_fast,
+        )
+        return _outcomes(portal, batch, _chunk(concurrency))
+
+
 def run_many_async(
     provider: Provider | Callable[[], Provider],
     workflow_id: str,
@@ -236,21 +421,24 @@ def run_many_async(
     """``run_many`` for callers inside an asyncio event loop: ``async with
     run_many_async(...) as batch: async for outcome in batch: ...``. Starting a local
     cluster blocks the loop for the seconds it takes."""
+    pool = Pool(
+        pool_settings(
+            provider, workers=workers, address=address, client_options=dict(client_options)
+        ),
+        _Ray(),
+    )
     checked = settings(
-        provider,
+        pool.s,
         workflow_id,
         payloads,
-        workers=workers,
-        address=address,
         concurrency=concurrency,
         key=key,
         journal=journal,
         result_type=result_type,
         timeout=timeout,
         fail_fast=fail_fast,
-        client_options=client_options,
     )
-    return RayBatch(Driver(checked, dict(client_options), _Ray()))
+    return RayBatch(Driver(pool, checked, owns_pool=True))
 
 
 def run_many(
@@ -276,7 +464,8 @@ def run_many(
     local cluster (and stops it afterwards); ``"auto"`` or ``"ray://host:10001"`` joins
     one; a process already connected (``ray.init()``) uses its own. ``concurrency`` and
     the rate limit hold for the whole batch. ``client_options`` are ``AsyncClient``'s.
-    Leaving the loop early stops every worker.
+    Leaving the loop early stops every worker. The workers start for this batch and stop
+    after it; ``Workers`` keeps them for many batches.
     """
     batch: RayBatch[T] = run_many_async(
         provider,
@@ -292,24 +481,37 @@ def run_many(
         fail_fast=fail_fast,
         **client_options,
     )
-    return _blocking(batch, max(1, min(concurrency, 256)))
+    return _alone(batch, _chunk(concurrency))
 
 
-def _blocking(batch: RayBatch[T], limit: int) -> Iterator[Outcome[T]]:
+def _chunk(concurrency: int) -> int:
+    """How many outcomes one trip through the portal brings back at most."""
+    return max(1, min(concurrency, 256))
+
+
+def _alone(batch: RayBatch[T], limit: int) -> Iterator[Outcome[T]]:
     # Ray is joined from the caller's thread (the main one, in a script: Ray sets its
     # signal handlers there), not from the portal's
-    batch._driver.join_cluster()
+    batch._driver.pool.join()
     with anyio.from_thread.start_blocking_portal() as portal:
-        try:
-            while True:
-                future = portal.start_task_soon(batch.next_ready, limit)
-                try:
-                    outcomes = future.result()
-                except StopAsyncIteration:
-                    return
-                except BaseException:
-                    future.cancel()
-                    raise
-                yield from outcomes
-        finally:
+        yield from _outcomes(portal, batch, limit)
+
+
+def _outcomes(
+    portal: anyio.from_thread.BlockingPortal, batch: RayBatch[T], limit: int
+) -> Iterator[Outcome[T]]:
+    try:
+        while True:
+            future = portal.start_task_soon(batch.next_ready, limit)
+            try:
+                outcomes = future.result()
+            except StopAsyncIteration:
+                return
+            except BaseException:
+                future.cancel()
+                raise
+            yield from outcomes
+    finally:
+        # the pool's portal is gone once its ``with`` ended, and it stopped its batches
+        with contextlib.suppress(RuntimeError):
             portal.call(batch.aclose)

@@ -150,24 +150,11 @@ async def test_the_rate_limit_holds_for_the_whole_batch_not_per_worker(
 
 
 def test_the_workers_share_the_platform_s_default_rate_limit() -> None:
-    from workflow_trigger._ray_driver import settings, worker_options
+    from workflow_trigger._ray_pool import pool_settings, worker_options
 
     provider = wt.RunsApi("http://127.0.0.1:9", "wfk_test_key")
-    checked = settings(
-        provider,
-        "wf",
-        [],
-        workers=4,
-        address=None,
-        concurrency=100,
-        key=None,
-        journal=None,
-        result_type=None,
-        timeout=None,
-        fail_fast=False,
-        client_options={},
-    )
-    options = worker_options(checked, {}, 4)
+    checked = pool_settings(provider, workers=4, address=None, client_options={})
+    options = worker_options(checked, 4)
     assert options["rate_limit"] == pytest.approx(500 / 60 / 4)
 
 
@@ -193,7 +180,7 @@ def test_the_core_never_imports_ray() -> None:
     code = (
         "import sys, workflow_trigger, workflow_trigger.cli, workflow_trigger.testing, "
         "workflow_trigger._cli_commands, workflow_trigger._ray_worker, "
-        "workflow_trigger._ray_driver\n"
+        "workflow_trigger._ray_driver, workflow_trigger._ray_pool\n"
         "assert 'ray' not in sys.modules, 'ray imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

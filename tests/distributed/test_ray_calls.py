@@ -21,7 +21,8 @@ import pytest
 
 import workflow_trigger as wt
 from workflow_trigger import _ray_worker
-from workflow_trigger._ray_driver import Driver, WorkerLink, settings
+from workflow_trigger._ray_driver import Driver, settings
+from workflow_trigger._ray_pool import Pool, WorkerLink, pool_settings
 from workflow_trigger._ray_worker import Work, Worker
 from workflow_trigger.providers.base import Provider
 from workflow_trigger.ray import RayBatch
@@ -31,19 +32,19 @@ POLL = wt.PollPolicy(interval=0.1, jitter=0.0, timeout=60.0)
 
 
 class Link:
-    """A ``WorkerLink`` to a worker in this process, counting the calls."""
+    """A worker's share of a batch, in this process, counting the calls (a ``ShareLink``)."""
 
-    def __init__(self, worker: Worker, group: anyio.abc.TaskGroup) -> None:
-        self.worker, self.group = worker, group
+    def __init__(self, worker: LocalWorker, batch: str, *run: Any) -> None:
+        self.worker, self.batch = worker, batch
         self.exchanges = self.submits = 0
         self.carried = 0  # items the exchanges carried
         self._done = anyio.Event()
         self._error: BaseException | None = None
-        group.start_soon(self._serve)
+        worker.group.start_soon(self._run, *run)
 
-    async def _serve(self) -> None:
+    async def _run(self, *run: Any) -> None:
         try:
-            await self.worker.serve()
+            await self.worker.worker.run(self.batch, *run)
         except Exception as exc:
             self._error = exc
         finally:
@@ -52,7 +53,7 @@ class Link:
     async def exchange(self, works: list[Work]) -> list[tuple[Any, ...]] | None:
         self.exchanges += 1
         self.carried += len(works)
-        events = await self.worker.exchange(works)
+        events = await self.worker.worker.exchange(self.batch, works)
         return None if events is None else pickle.loads(events)
 
     async def served(self) -> None:
@@ -60,18 +61,34 @@ class Link:
         if self._error is not None:
             raise self._error
 
+    def submit(self, works: list[Work]) -> None:
+        self.submits += 1
+        self.worker.group.start_soon(self.worker.worker.submit, self.batch, works)
+
+    def stop(self, graceful: bool) -> None:
+        self.worker.group.start_soon(self.worker.worker.stop, self.batch, graceful)
+
+
+class LocalWorker:
+    """A ``_ray_worker.Worker`` in this event loop (a ``WorkerLink``)."""
+
+    def __init__(self, spec: bytes | Callable[[], Provider], options: dict[str, Any], group: Any):
+        self.worker, self.group = Worker(spec, options), group
+        self.shares: list[Link] = []
+        group.start_soon(self.worker.serve)
+
+    def share(
+        self, batch: str, workflow_id: str, timeout: float | str | None, concurrency: int
+    ) -> Link:
+        link = Link(self, batch, workflow_id, timeout, concurrency)
+        self.shares.append(link)
+        return link
+
     async def pid(self) -> int:
         return await self.worker.pid()
 
-    def submit(self, works: list[Work]) -> None:
-        self.submits += 1
-        self.group.start_soon(self.worker.submit, works)
-
-    def stop(self, graceful: bool) -> None:
-        self.group.start_soon(self.worker.stop, graceful)
-
     def kill(self) -> None:
-        self.stop(False)
+        self.group.start_soon(self.worker.close)
 
 
 class Local:
@@ -81,7 +98,12 @@ class Local:
 
     def __init__(self, group: anyio.abc.TaskGroup) -> None:
         self.group = group
-        self.links: list[Link] = []
+        self.workers: list[LocalWorker] = []
+
+    @property
+    def links(self) -> list[Link]:
+        """Every share of every batch, in the order they were made."""
+        return [link for worker in self.workers for link in worker.shares]
 
     def join(self, address: str | None, workers: int | None) -> bool:
         return False
@@ -89,16 +111,10 @@ class Local:
     def cpus(self) -> int:
         return 2
 
-    def spawn(
-        self,
-        spec: bytes | Callable[[], Provider],
-        workflow_id: str,
-        options: dict[str, Any],
-        timeout: float | str | None,
-    ) -> WorkerLink:
-        link = Link(Worker(spec, workflow_id, options, timeout), self.group)
-        self.links.append(link)
-        return link
+    def spawn(self, spec: bytes | Callable[[], Provider], options: dict[str, Any]) -> WorkerLink:
+        worker = LocalWorker(spec, options, self.group)
+        self.workers.append(worker)
+        return worker
 
     def leave(self) -> None:
         pass
@@ -108,7 +124,10 @@ class Local:
 async def cluster(anyio_backend: object) -> AsyncIterator[Local]:
     del anyio_backend
     async with anyio.create_task_group() as group:
-        yield Local(group)
+        local = Local(group)
+        yield local
+        for worker in local.workers:
+            await worker.worker.close()
 
 
 def batch(
@@ -120,9 +139,11 @@ def batch(
     **kw: Any,
 ) -> Any:
     options = {"poll": POLL, "rate_limit": 1e6, **(client_options or {})}
+    pool = Pool(
+        pool_settings(provider, workers=kw.pop("workers", 2), address=None, client_options=options),
+        cluster,
+    )
     kw = {
-        "workers": 2,
-        "address": None,
         "concurrency": 100,
         "key": None,
         "journal": None,
@@ -131,8 +152,8 @@ def batch(
         "fail_fast": False,
         **kw,
     }
-    checked = settings(provider, workflow_id, items, client_options=options, **kw)
-    return RayBatch(Driver(checked, options, cluster))
+    checked = settings(pool.s, workflow_id, items, **kw)
+    return RayBatch(Driver(pool, checked, owns_pool=True))
 
 
 @pytest.fixture
@@ -192,9 +213,10 @@ async def test_an_item_no_call_takes_in_time_goes_on_its_own(
             # the first call carried item 0, came back with its token; the second waits
             # for events that the 60 s run will not give for a minute (the condition is
             # checked at each request the emulator answers: item 0 is polled every 0.1 s)
-            links = cluster.links
-            await emulator.wait_until(lambda: bool(links) and links[0].exchanges >= 2)
-            [link] = links
+            await emulator.wait_until(
+                lambda: bool(cluster.links) and cluster.links[0].exchanges >= 2
+            )
+            [link] = cluster.links
             refused = await run.__anext__()  # the slot is free: item 2 is read now
             assert isinstance(refused.exception, wt.InvalidInputError)
             await emulator.wait_for_triggers("slow", 2)
@@ -253,3 +275,42 @@ async def test_a_platform_whose_reply_is_the_result_runs_over_workers_too(
         assert sorted((o.index, o.result["n"]) for o in outcomes) == [(i, 2 * i) for i in range(30)]
         assert all(o.ok and o.execution is not None for o in outcomes)
         assert emu.triggers("double") == 30  # one POST each, no poll
+
+
+async def test_a_pool_runs_batch_after_batch_on_the_same_workers(
+    cluster: Local, emulator: Emulator
+) -> None:
+    """A pool's workers start once: a second batch opens no worker and no client, each
+    batch gets a share of every worker, and closing the pool stops its workers."""
+    emulator.scenario("wf", Scenario(duration=0.05, result=lambda p: p))
+    options = {"poll": POLL, "rate_limit": 1e6}
+    pool = Pool(
+        pool_settings(codika(emulator), workers=2, address=None, client_options=options),
+        cluster,
+    )
+    pool.start()
+    results = []
+    with anyio.fail_after(30):
+        for round_ in range(3):
+            items = [{"k": round_ * 100 + i} for i in range(50)]
+            checked = settings(
+                pool.s,
+                "wf",
+                items,
+                concurrency=20,
+                key=None,
+                journal=None,
+                result_type=None,
+                timeout=None,
+                fail_fast=False,
+            )
+            async with RayBatch(Driver(pool, checked, owns_pool=False)) as run:
+                results.append(sorted([o.result["k"] async for o in run if o.ok]))
+    assert results == [[r * 100 + i for i in range(50)] for r in range(3)]
+    assert len(cluster.workers) == 2  # no worker started for the second or third batch
+    assert [len(w.shares) for w in cluster.workers] == [3, 3]
+    assert not pool.closed and len(pool.workers) == 2
+    pool.close()
+    assert pool.closed and not pool.workers
+    with pytest.raises(wt.WorkflowTriggerError, match="closed"):
+        pool.start()

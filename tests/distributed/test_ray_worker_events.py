@@ -1,4 +1,4 @@
-"""A worker's ``events`` long poll, without Ray: the ``Worker`` class is plain Python.
+"""A worker's ``events`` long poll, without Ray: its ``Share`` of a batch is plain Python.
 
 One actor call costs more CPU than many events, so ``events`` gathers what
 happens for ``LINGER`` after the first event; while it lingers it sleeps, and
@@ -18,18 +18,18 @@ import pytest
 
 import workflow_trigger as wt
 from workflow_trigger import _ray_worker
-from workflow_trigger._ray_worker import Worker
+from workflow_trigger._ray_worker import Share
 
 
 @pytest.fixture
-def w() -> Iterator[Worker]:
-    made = Worker(b"", "wf", {}, None)  # serve() is never called: only the event buffer
+def w() -> Iterator[Share]:
+    made = Share()  # serve() is never called: only the event buffer
     yield made
     made._send.close()
     made._receive.close()
 
 
-async def test_events_linger_and_carry_what_happened_meanwhile_in_one_call(w: Worker) -> None:
+async def test_events_linger_and_carry_what_happened_meanwhile_in_one_call(w: Share) -> None:
     calls: list[list[tuple[object, ...]] | None] = []
 
     async def call() -> None:
@@ -50,7 +50,7 @@ async def test_events_linger_and_carry_what_happened_meanwhile_in_one_call(w: Wo
 
 
 async def test_events_return_early_once_a_call_is_full(
-    monkeypatch: pytest.MonkeyPatch, w: Worker
+    monkeypatch: pytest.MonkeyPatch, w: Share
 ) -> None:
     monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
     monkeypatch.setattr(_ray_worker, "MAX_EVENTS", 10)
@@ -70,7 +70,7 @@ async def test_events_return_early_once_a_call_is_full(
 
 
 async def test_events_hand_over_the_rest_then_none_once_serve_ended(
-    monkeypatch: pytest.MonkeyPatch, w: Worker
+    monkeypatch: pytest.MonkeyPatch, w: Share
 ) -> None:
     monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
     w._emit(("o", 0, {}, None, False))

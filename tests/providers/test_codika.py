@@ -306,7 +306,7 @@ def test_status_requests_share_their_headers_and_a_pickled_provider_carries_no_c
         requests[0].headers["X-API-Key"] = "other"  # type: ignore[index]
     assert requests[0].redacted_url is requests[0].url  # nothing to mask: no copy
     # a worker process gets the provider (secrets revealed on purpose) but not its caches
-    from workflow_trigger._ray_driver import provider_bytes
+    from workflow_trigger._ray_pool import provider_bytes
 
     again = pickle.loads(provider_bytes(provider))
     assert "_headers_cache" not in vars(again) and "_redactor_cache" not in vars(again)
