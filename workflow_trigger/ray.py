@@ -311,10 +311,11 @@ class AsyncWorkers:
                 else "the pool of workers is not started: use it inside `async with "
                 "wt_ray.AsyncWorkers(...) as pool:`"
             )
-        checked = settings(
-            self._pool.s,
+        batch: RayBatch[T] = _batch(
+            self._pool,
             workflow_id,
             payloads,
+            owns_pool=False,
             concurrency=concurrency,
             key=key,
             journal=journal,
@@ -322,7 +323,6 @@ class AsyncWorkers:
             timeout=timeout,
             fail_fast=fail_fast,
         )
-        batch: RayBatch[T] = RayBatch(Driver(self._pool, checked, owns_pool=False))
         self._batches.add(batch)
         return batch
 
@@ -427,10 +427,11 @@ def run_many_async(
         ),
         _Ray(),
     )
-    checked = settings(
-        pool.s,
+    return _batch(
+        pool,
         workflow_id,
         payloads,
+        owns_pool=True,
         concurrency=concurrency,
         key=key,
         journal=journal,
@@ -438,7 +439,6 @@ def run_many_async(
         timeout=timeout,
         fail_fast=fail_fast,
     )
-    return RayBatch(Driver(pool, checked, owns_pool=True))
 
 
 def run_many(
@@ -482,6 +482,20 @@ def run_many(
         **client_options,
     )
     return _alone(batch, _chunk(concurrency))
+
+
+def _batch(
+    pool: Pool,
+    workflow_id: str,
+    payloads: Iterable[Any] | AsyncIterable[Any],
+    *,
+    owns_pool: bool,
+    **batch_args: Any,
+) -> RayBatch[Any]:
+    """A batch on ``pool``, its arguments checked before anything starts (it closes the pool
+    at its end if it ``owns_pool``)."""
+    checked = settings(pool.s, workflow_id, payloads, **batch_args)
+    return RayBatch(Driver(pool, checked, owns_pool=owns_pool))
 
 
 def _chunk(concurrency: int) -> int:
