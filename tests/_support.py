@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,3 +49,17 @@ async def emulator_process(*args: str) -> AsyncIterator[str]:
             yield line.decode().splitlines()[0].strip()
         finally:
             process.terminate()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_gone(pids: list[int]) -> None:
+    """Until none of ``pids`` runs (they are not our children: no wait() for them)."""
+    while any(map(alive, pids)):
+        time.sleep(0.05)

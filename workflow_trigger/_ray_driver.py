@@ -58,8 +58,14 @@ from .policies import check_count
 if TYPE_CHECKING:
     from ._items import ItemKey
 
-__all__ = ["Driver", "Settings", "settings"]
+__all__ = ["POOL_CLOSED", "Driver", "Settings", "settings"]
 
+#: what a batch's consumer is told when the pool under it closed before the batch ended
+POOL_CLOSED = (
+    "the pool of workers was closed while this batch ran, and its items still in flight were "
+    "stopped: take a batch's outcomes inside the pool's `with`; the journal, if any, has what "
+    "was done: run the batch again on a new pool to resume it"
+)
 
 _YIELD_EVERY = 64
 #: seconds a listener lets the slots that its worker's outcomes freed be filled (the caller
@@ -274,8 +280,7 @@ class Driver:
             self._attach(listeners, fresh)
         elif not stopping and not any(w.live for w in self.workers):
             self.error = WorkflowTriggerError(
-                "the pool of workers was closed while the batch ran; the journal, if any, has "
-                "what was done: run the batch again to resume it"
+                POOL_CLOSED
                 if self.pool.closed
                 else f"every worker of the batch died ({self.lost} in all); the journal, if "
                 "any, has what was done: run the batch again to resume it"

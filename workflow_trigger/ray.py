@@ -49,11 +49,11 @@ import ray
 import ray.exceptions
 
 from ._items import BatchCounts
-from ._ray_driver import Driver, settings
+from ._ray_driver import POOL_CLOSED, Driver, settings
 from ._ray_pool import Pool, pool_settings, provider_bytes
 from ._ray_worker import Work, Worker
 from .client import DEFAULT
-from .errors import InvalidInputError
+from .errors import InvalidInputError, WorkflowTriggerError
 from .models import Outcome
 from .providers.base import Provider
 
@@ -234,6 +234,14 @@ class RayBatch(Generic[T]):
         if self._driver.task is not None:
             await self._driver.finished.wait()
 
+    async def _end_with_pool(self) -> None:
+        """Its pool is closing: a batch still running stops, and its consumer gets an error
+        instead of a short batch; one that has finished keeps the outcomes not yet taken."""
+        driver = self._driver
+        if driver.task is None or not driver.finished.is_set():
+            driver.error = driver.error or WorkflowTriggerError(POOL_CLOSED)
+            await self.aclose()
+
 
 class AsyncWorkers:
     """A pool of Ray worker processes for many batches, for callers inside an asyncio event
@@ -286,10 +294,19 @@ class AsyncWorkers:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the batches still running, then the workers."""
+        """Stop the batches still running (each raises ``WorkflowTriggerError`` to its
+        consumer), then the workers."""
         for batch in list(self._batches):
-            await batch.aclose()
+            await batch._end_with_pool()
         self._pool.close()
+
+    def _refuse_if_not_open(self, block: str) -> None:
+        if self._pool.closed:
+            raise InvalidInputError("this pool of workers is closed: make a new one")
+        if not self._pool.started:
+            raise InvalidInputError(
+                f"the pool of workers is not started: use it inside `{block} as pool:`"
+            )
 
     def run_many(
         self,
@@ -304,13 +321,7 @@ class AsyncWorkers:
         fail_fast: bool = False,
     ) -> RayBatch[T]:
         """A batch on the pool's workers: ``run_many_async``'s, less what the pool holds."""
-        if self._pool.closed or not self._pool.started:
-            raise InvalidInputError(
-                "this pool of workers is closed: make a new one"
-                if self._pool.closed
-                else "the pool of workers is not started: use it inside `async with "
-                "wt_ray.AsyncWorkers(...) as pool:`"
-            )
+        self._refuse_if_not_open("async with wt_ray.AsyncWorkers(...)")
         batch: RayBatch[T] = _batch(
             self._pool,
             workflow_id,
@@ -370,10 +381,8 @@ class Workers:
 
     def _started(self) -> anyio.from_thread.BlockingPortal:
         if self._portal is None:
-            raise InvalidInputError(
-                "the pool of workers is not started: use it inside `with "
-                "wt_ray.Workers(...) as pool:`"
-            )
+            self._async._refuse_if_not_open("with wt_ray.Workers(...)")
+        assert self._portal is not None  # open is started, for the blocking pool
         return self._portal
 
     def run_many(
@@ -516,7 +525,10 @@ def _outcomes(
 ) -> Iterator[Outcome[T]]:
     try:
         while True:
-            future = portal.start_task_soon(batch.next_ready, limit)
+            try:
+                future = portal.start_task_soon(batch.next_ready, limit)
+            except RuntimeError:  # the portal stopped: the pool's ``with`` ended
+                raise WorkflowTriggerError(POOL_CLOSED) from None
             try:
                 outcomes = future.result()
             except StopAsyncIteration:

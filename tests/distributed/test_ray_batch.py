@@ -7,10 +7,8 @@ emulator on loopback, and would fail if the feature it names broke.
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+from _support import wait_gone
 
 import workflow_trigger as wt
 import workflow_trigger.ray as wt_ray
@@ -98,20 +97,6 @@ async def test_input_is_read_lazily_and_a_slow_consumer_holds_it_back(emulator: 
     assert emulator.triggers("wf") <= 60 + concurrency
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_gone(pids: list[int]) -> None:
-    """Until none of ``pids`` runs (they are not our children: no wait() for them)."""
-    while any(map(_alive, pids)):
-        time.sleep(0.05)
-
-
 async def test_leaving_early_stops_every_worker_and_its_polling(emulator: Emulator) -> None:
     emulator.scenario("slow", Scenario(duration=60.0))
     with anyio.fail_after(60):
@@ -122,7 +107,7 @@ async def test_leaving_early_stops_every_worker_and_its_polling(emulator: Emulat
             pids = await batch.worker_pids()
             assert len(pids) == 2
         # leaving the block stopped the batch: the workers' processes are gone
-        await anyio.to_thread.run_sync(_wait_gone, pids)
+        await anyio.to_thread.run_sync(wait_gone, pids)
     polls = emulator.poll_requests
     await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
     assert emulator.poll_requests == polls
