@@ -41,13 +41,14 @@ import os
 import pickle
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 import anyio
 import anyio.from_thread
 import ray
 import ray.exceptions
 
+from ._calls import T
 from ._items import BatchCounts
 from ._ray_driver import POOL_CLOSED, Driver, settings
 from ._ray_pool import Pool, pool_settings, provider_bytes
@@ -65,8 +66,6 @@ __all__ = [
     "run_many",
     "run_many_async",
 ]
-
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
