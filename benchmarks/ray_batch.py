@@ -114,6 +114,12 @@ async def correctness(platform: str, n: int) -> None:
 # -- 2. overhead -----------------------------------------------------------------------------
 
 
+def requests_at(url: str) -> int:
+    """The requests the emulator at ``url`` has answered so far."""
+    with urllib.request.urlopen(f"{url}/_bench/stats") as answer:
+        return int(json.load(answer)["requests"])
+
+
 class Server:
     """A fresh emulator in its own process (so its CPU is nobody's)."""
 
@@ -135,8 +141,7 @@ class Server:
         self.url = self.process.stdout.readline().strip()
 
     def requests(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/_bench/stats") as answer:
-            return int(json.load(answer)["requests"])
+        return requests_at(self.url)
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -208,9 +213,44 @@ async def over_ray(url: str, args: argparse.Namespace, n: int | None = None) -> 
         "cpu": cpu_self() - cpu + at_end,
         "driver": cpu_self() - cpu,
         "workers": at_end,
+        # a worker placed in one of the idle processes Ray started with the cluster: what
+        # that process had spent before the batch (counted in the figure all the same)
+        "prestarted": sum(daemons.get(pid, 0.0) for pid in pids),
         "daemons": sum(c - daemons.get(pid, 0.0) for pid, c in after.items()),
         "wall": time.perf_counter() - started,
         "ok": ok,
+    }
+
+
+async def on_a_warm_pool(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """The batch on a pool (``AsyncWorkers``) that has already run one: the workers' start
+    is paid before the clock, and their CPU is what they spent during this batch."""
+    w = args.workers
+    async with wt_ray.AsyncWorkers(codika(url), workers=w, poll=args.poll) as pool:
+        async with pool.run_many("fanout", ({"i": i} for i in range(w)), concurrency=w) as warm:
+            warmed = sum([o.ok async for o in warm])
+        assert warmed == w, "the warm-up batch failed"
+        pids = await pool.worker_pids()
+        daemons = ray_daemons({os.getpid(), *pids})
+        warm_up_requests = await anyio.to_thread.run_sync(requests_at, url)
+        cpu, workers_cpu, started, ok = cpu_self(), cpu_of(pids), time.perf_counter(), 0
+        batch = pool.run_many(
+            "fanout", ({"i": i} for i in range(args.n)), concurrency=args.concurrency
+        )
+        async with batch:
+            async for outcome in batch:
+                ok += outcome.ok
+        wall = time.perf_counter() - started
+        driver, workers = cpu_self() - cpu, cpu_of(pids) - workers_cpu
+        after = ray_daemons({os.getpid(), *pids})
+    return {
+        "cpu": driver + workers,
+        "driver": driver,
+        "workers": workers,
+        "daemons": sum(c - daemons.get(pid, 0.0) for pid, c in after.items()),
+        "wall": wall,
+        "ok": ok,
+        "warm_up_requests": warm_up_requests,
     }
 
 
@@ -222,7 +262,7 @@ def spread(values: list[float], fmt: str = ".1f") -> str:
     return f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
-ONE, SHARE, RAY = "one process", "a worker's share", "ray"
+ONE, SHARE, RAY, WARM = "one process", "a worker's share", "ray", "ray, warm pool"
 
 
 async def overhead(args: argparse.Namespace) -> None:
@@ -231,7 +271,7 @@ async def overhead(args: argparse.Namespace) -> None:
         fixed = await over_ray(server.url, args, n=args.workers)
     finally:
         server.close()
-    runs = {ONE: one_process, SHARE: a_workers_share, RAY: over_ray}
+    runs = {ONE: one_process, SHARE: a_workers_share, RAY: over_ray, WARM: on_a_warm_pool}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for rep in range(args.repeat):
         order = list(runs) if rep % 2 == 0 else list(reversed(runs))  # drift hits all alike
@@ -241,6 +281,7 @@ async def overhead(args: argparse.Namespace) -> None:
                 r = await runs[name](server.url, args)
                 # a worker's share ran N/W items: its requests count W times, as its CPU did
                 r["requests"] = server.requests() * (args.workers if name == SHARE else 1)
+                r["requests"] -= r.pop("warm_up_requests", 0)
             finally:
                 server.close()
             results[name].append(r)
@@ -255,6 +296,7 @@ async def overhead(args: argparse.Namespace) -> None:
         ONE: "one process",
         SHARE: f"1/{args.workers} x {args.workers}",
         RAY: f"ray, {args.workers} workers",
+        WARM: "ray, warm pool",
     }
     print(f"\n  {args.repeat} repetition(s): median (min-max)")
     for name, rs in results.items():
@@ -270,22 +312,38 @@ async def overhead(args: argparse.Namespace) -> None:
     marginal = [(r["cpu"] - fixed["cpu"]) / b for r, b in zip(rays, cpu_base, strict=True)]
     print(
         f"{'':17}driver {spread([r['driver'] for r in rays])} s + workers "
-        f"{spread([r['workers'] for r in rays])} s; the fixed cost of a batch (workers "
+        f"{spread([r['workers'] for r in rays])} s (of which "
+        f"{spread([r['prestarted'] for r in rays])} s spent before the batch, as idle "
+        f"processes Ray started with the cluster); the fixed cost of a batch (workers "
         f"started, {args.workers} items, stopped) is {fixed['cpu']:.1f} s, so each execution "
         f"costs {spread(marginal, '.2f')}x one process; Ray's own processes (raylet, GCS, "
         f"agents, log monitor), in no figure: {spread([r['daemons'] for r in rays])} s"
     )
+    warms = results[WARM]
+    print(
+        f"{'':17}driver {spread([r['driver'] for r in warms])} s + workers "
+        f"{spread([r['workers'] for r in warms])} s, over the batch only (the pool started "
+        f"and ran a batch of {args.workers} before the clock); Ray's own processes, in no "
+        f"figure: {spread([r['daemons'] for r in warms])} s"
+    )
     per_core = statistics.median(r["requests"] / r["cpu"] for r in base)
     cores = psutil.cpu_count() or 1
-    ratio = statistics.median(r["cpu"] / b for r, b in zip(rays, cpu_base, strict=True))
+    # per request, on a pool past its start: what a long CPU-bound batch pays
+    ratio = statistics.median(
+        (r["cpu"] / r["requests"]) / (b["cpu"] / b["requests"])
+        for r, b in zip(warms, base, strict=True)
+    )
+    driver_ms = statistics.median(r["driver"] / r["requests"] * 1e3 for r in warms)
     print(
         f"\n3. Scaling model: this machine has {cores} cores, shared with the emulator, so "
         f"4 workers on 4 free cores cannot be measured here.\n"
         f"  one process: {per_core:.0f} requests per CPU-second of the client (median of "
         f"the runs above)\n"
-        f"  over Ray each request costs {ratio:.2f}x that, so a CPU-bound batch with W "
+        f"  on a warm pool each request costs {ratio:.2f}x that, so a CPU-bound batch with W "
         f"workers on W free cores makes about W x {per_core / ratio:.0f} requests per "
-        f"second:\n"
+        f"second, until the driver, at {driver_ms:.3f} ms of CPU per request, fills its own "
+        f"core at ~{1e3 / driver_ms:,.0f} req/s (~{1e3 / driver_ms / (per_core / ratio):.0f} "
+        f"workers):\n"
         + "\n".join(
             f"    {w:>2} workers: ~{w * per_core / ratio:,.0f} req/s ({w / ratio:.1f}x one process)"
             for w in (1, 2, 4, 8, 16)
