@@ -63,3 +63,16 @@ def wait_gone(pids: list[int]) -> None:
     """Until none of ``pids`` runs (they are not our children: no wait() for them)."""
     while any(map(alive, pids)):
         time.sleep(0.05)
+
+
+async def polls_stopped(emu: Emulator, interval: float) -> bool:
+    """Whether ``emu`` receives no poll over ten poll intervals (what was polling stopped)."""
+    polls = emu.poll_requests
+    await anyio.sleep(10 * interval)
+    return emu.poll_requests == polls
+
+
+async def workers_stopped(emu: Emulator, pids: list[int], interval: float) -> bool:
+    """Once the processes ``pids`` are gone: whether no poll comes over ten poll intervals."""
+    await anyio.to_thread.run_sync(wait_gone, pids)
+    return await polls_stopped(emu, interval)

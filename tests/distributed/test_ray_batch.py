@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from _support import wait_gone
+from _support import polls_stopped, workers_stopped
 
 import workflow_trigger as wt
 import workflow_trigger.ray as wt_ray
@@ -107,10 +107,7 @@ async def test_leaving_early_stops_every_worker_and_its_polling(emulator: Emulat
             pids = await batch.worker_pids()
             assert len(pids) == 2
         # leaving the block stopped the batch: the workers' processes are gone
-        await anyio.to_thread.run_sync(wait_gone, pids)
-    polls = emulator.poll_requests
-    await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
-    assert emulator.poll_requests == polls
+        assert await workers_stopped(emulator, pids, POLL.interval)
     assert emulator.triggers("slow") == 40
 
 
@@ -191,7 +188,7 @@ async def test_the_blocking_run_many_yields_every_outcome_and_stops_when_left(
     def whole() -> list[wt.Outcome[Any]]:
         return list(wt_ray.run_many(provider, "wf", payloads(30), workers=2, poll=POLL))
 
-    def leave_early() -> int:
+    def leave_early() -> None:
         outcomes = wt_ray.run_many(
             provider, "slow", [*payloads(1), *payloads(20)], key=lambda p: p["k"], poll=POLL
         )
@@ -199,14 +196,12 @@ async def test_the_blocking_run_many_yields_every_outcome_and_stops_when_left(
             assert isinstance(outcome.exception, wt.InvalidInputError)
             break
         outcomes.close()  # what a for loop's end does when the iterator is dropped
-        return emulator.poll_requests
 
     outcomes = await anyio.to_thread.run_sync(whole)
     assert sorted(o.result["k"] for o in outcomes) == list(range(30))
     with anyio.fail_after(60):
-        polls = await anyio.to_thread.run_sync(leave_early)
-    await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
-    assert emulator.poll_requests == polls
+        await anyio.to_thread.run_sync(leave_early)
+    assert await polls_stopped(emulator, POLL.interval)
 
 
 async def test_an_item_s_deadline_and_fail_fast_work_as_in_one_process(emulator: Emulator) -> None:

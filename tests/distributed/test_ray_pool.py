@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import alive, wait_gone
+from _support import alive, polls_stopped, wait_gone, workers_stopped
 
 import workflow_trigger as wt
 import workflow_trigger.ray as wt_ray
@@ -106,10 +106,7 @@ async def test_closing_the_pool_under_a_batch_stops_it_and_tells_its_consumer(
                 with pytest.raises(wt.WorkflowTriggerError, match="pool of workers was closed"):
                     async for _ in batch:
                         pass
-        await anyio.to_thread.run_sync(wait_gone, pids)
-    polls = emulator.poll_requests
-    await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
-    assert emulator.poll_requests == polls
+        assert await workers_stopped(emulator, pids, POLL.interval)
     assert emulator.triggers("slow") == 20
 
 
@@ -151,9 +148,7 @@ async def test_the_blocking_pool_serves_batches_and_a_batch_left_early_stops(
         next(seen["open"])
     with pytest.raises(wt.InvalidInputError, match="closed: make a new one"):
         pool.run_many("wf", items(0, 1))
-    polls = emulator.poll_requests
-    await anyio.sleep(10 * POLL.interval)  # ten poll intervals: none is sent
-    assert emulator.poll_requests == polls
+    assert await polls_stopped(emulator, POLL.interval)
     assert emulator.triggers("slow") <= 20 + 5
 
 
