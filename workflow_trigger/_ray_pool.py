@@ -29,6 +29,7 @@ from .policies import check_count
 from .providers.base import Provider
 
 __all__ = [
+    "CLOSED",
     "Cluster",
     "Pool",
     "PoolSettings",
@@ -38,6 +39,9 @@ __all__ = [
     "provider_bytes",
     "worker_options",
 ]
+
+#: what a closed pool answers when it is asked for work
+CLOSED = "this pool of workers is closed: make a new one"
 
 #: a worker's client's ``max_concurrency`` where the caller set none: each batch's driver
 #: bounds its own items, so the worker's client must not bound them again
@@ -188,7 +192,7 @@ class Pool:
     def start(self) -> None:
         """Start the workers (once)."""
         if self.closed:
-            raise WorkflowTriggerError("this pool of workers is closed: make a new one")
+            raise WorkflowTriggerError(CLOSED)
         if self.started:
             return
         self.join()

@@ -51,7 +51,7 @@ import ray.exceptions
 from ._calls import T
 from ._items import BatchCounts
 from ._ray_driver import POOL_CLOSED, Driver, settings
-from ._ray_pool import Pool, pool_settings, provider_bytes
+from ._ray_pool import CLOSED, Pool, pool_settings, provider_bytes
 from ._ray_worker import Work, Worker
 from .client import DEFAULT
 from .errors import InvalidInputError, WorkflowTriggerError
@@ -301,7 +301,7 @@ class AsyncWorkers:
 
     def _refuse_if_not_open(self, block: str) -> None:
         if self._pool.closed:
-            raise InvalidInputError("this pool of workers is closed: make a new one")
+            raise InvalidInputError(CLOSED)
         if not self._pool.started:
             raise InvalidInputError(
                 f"the pool of workers is not started: use it inside `{block} as pool:`"
