@@ -13,8 +13,8 @@ carries new items and comes back with what the actor reported. The rate limit
 The journal stays at the driver, with the single-process rules: an item's
 intent is committed before the call that carries it leaves; a token is
 committed as soon as the driver receives it (a worker reports each token
-when its trigger answers, in a call that gathers events for up to 0.1 s,
-and waits on the run meanwhile); an outcome is committed before it is
+when its trigger answers, in a call that gathers events for a quarter of
+the poll interval, 0.05 to 0.25 s, and waits on the run meanwhile); an outcome is committed before it is
 handed over. The driver also remembers, in
 memory, which worker holds which open item and its token. A worker that
 dies (its process killed, its machine lost) is written off and replaced: its

@@ -183,9 +183,8 @@ async def test_a_batch_makes_a_few_calls_per_second_per_worker_not_one_per_chunk
     links = cluster.links
     calls = sum(link.exchanges + link.submits for link in links)
     # each call lingers for events, so calls grow with time, not with items: about one per
-    # LINGER per worker (the outcomes of 2,000 items and 2,000 tokens: 4,000 events)
-    print("CALLS", calls, wall)
-    assert calls <= len(links) * (wall / _ray_worker.LINGER + 4), (calls, wall)
+    # linger per worker (the outcomes of 2,000 items and 2,000 tokens: 4,000 events)
+    assert calls <= len(links) * (wall / _ray_worker.linger(POLL) + 4), (calls, wall)
     # a submit per chunk and an events poll per ~70 ms per worker: about 280 here, by
     # the old code's rates
     assert calls <= n / 10, calls

@@ -1,8 +1,9 @@
 """A worker's ``events`` long poll, without Ray: its ``Share`` of a batch is plain Python.
 
 One actor call costs more CPU than many events, so ``events`` gathers what
-happens for ``LINGER`` after the first event; while it lingers it sleeps, and
-an event wakes it only when it is the first or fills the call.
+happens for ``linger`` (a quarter of the poll interval) after the first event;
+while it lingers it sleeps, and an event wakes it only when it is the first or
+fills the call.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import anyio
 import anyio.lowlevel
 import attrs
 import pytest
+from _support import codika_for
 
 import workflow_trigger as wt
 from workflow_trigger import _ray_worker
-from workflow_trigger._ray_worker import Share
+from workflow_trigger._ray_worker import DEFAULT_TIMEOUT, Share
+from workflow_trigger.testing import Emulator
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ async def test_events_linger_and_carry_what_happened_meanwhile_in_one_call(w: Sh
 async def test_events_return_early_once_a_call_is_full(
     monkeypatch: pytest.MonkeyPatch, w: Share
 ) -> None:
-    monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
+    w.linger = 30.0
     monkeypatch.setattr(_ray_worker, "MAX_EVENTS", 10)
     w._emit(("t", 0, "token-0"))
     with anyio.fail_after(5):  # far below LINGER: the tenth event ends the call
@@ -69,10 +72,8 @@ async def test_events_return_early_once_a_call_is_full(
     assert got[0] is not None and len(got[0]) == 10
 
 
-async def test_events_hand_over_the_rest_then_none_once_serve_ended(
-    monkeypatch: pytest.MonkeyPatch, w: Share
-) -> None:
-    monkeypatch.setattr(_ray_worker, "LINGER", 30.0)
+async def test_events_hand_over_the_rest_then_none_once_serve_ended(w: Share) -> None:
+    w.linger = 30.0
     w._emit(("o", 0, {}, None, False))
     with anyio.fail_after(5):  # the end of serve cuts the linger short
         async with anyio.create_task_group() as group:
@@ -88,6 +89,24 @@ async def test_events_hand_over_the_rest_then_none_once_serve_ended(
             w._wake.set()
         assert got[0] is not None and [event[1] for event in got[0]] == [0, 1]
         assert await w.events() is None
+
+
+def test_the_linger_is_a_quarter_of_the_poll_interval_within_its_bounds() -> None:
+    assert _ray_worker.linger(wt.PollPolicy(interval=0.6)) == pytest.approx(0.15)
+    assert _ray_worker.linger(wt.PollPolicy(interval=0.01)) == _ray_worker.MIN_LINGER
+    assert _ray_worker.linger(wt.PollPolicy(interval=30.0)) == _ray_worker.MAX_LINGER
+
+
+async def test_a_served_share_lingers_by_its_clients_poll_interval(w: Share) -> None:
+    poll = wt.PollPolicy(interval=0.4, timeout=5.0)
+    async with Emulator(seed=0) as emu, wt.AsyncClient(codika_for(emu), poll=poll) as client:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(w.serve, client, "wf", DEFAULT_TIMEOUT, 10)
+                await anyio.wait_all_tasks_blocked()
+                assert w.linger == pytest.approx(0.1)
+                await w.stop(graceful=False)
+    assert await w.events() is None  # stopped: nothing more to come
 
 
 def test_an_outcome_crosses_as_plain_values_and_comes_back_whole() -> None:
