@@ -14,9 +14,9 @@ The journal stays at the driver, with the single-process rules: an item's
 intent is committed before the call that carries it leaves; a token is
 committed as soon as the driver receives it (a worker reports each token
 when its trigger answers, in a call that gathers events for a quarter of
-the poll interval, 0.05 to 0.25 s, and waits on the run meanwhile); an outcome is committed before it is
-handed over. The driver also remembers, in
-memory, which worker holds which open item and its token. A worker that
+the poll interval, 0.05 to 0.25 s, and waits on the run meanwhile); an
+outcome is committed before it is handed over. The driver also remembers,
+in memory, which worker holds which open item and its token. A worker that
 dies (its process killed, its machine lost) is written off and replaced: its
 items with a token are waited on by another worker, those without are sent
 again with the same idempotency key where the platform honours one (the
