@@ -96,21 +96,32 @@ class _Zlib(Decoder):
         return iter(())
 
 
-class _Brotli(Decoder):  # pragma: no cover - needs brotli >= 1.2
+class _Brotli(Decoder):
+    """br, bounded output: what one step makes is about ``PIECE`` (brotli may overshoot
+    it by a block; it never makes the whole body at once)."""
+
     def __init__(self) -> None:
         self._inflater = _BROTLI.Decompressor()
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        inflater = self._inflater
         try:
-            out = self._inflater.process(data, output_buffer_limit=PIECE)
-            while True:
+            out = inflater.process(data, output_buffer_limit=PIECE)
+            # drain what the input already holds: brotli takes no more input until then,
+            # and may say it can before it made the last of it
+            while out or not inflater.can_accept_more_data():
                 if out:
                     yield out
-                if self._inflater.can_accept_more_data():
+                if inflater.is_finished():
                     return
-                out = self._inflater.process(b"", output_buffer_limit=PIECE)
+                out = inflater.process(b"", output_buffer_limit=PIECE)
         except _BROTLI.error as exc:
             raise UndecodableBody(f"its br data is corrupt ({exc})") from None
+
+    def end(self) -> Iterator[bytes]:
+        if not self._inflater.is_finished():
+            raise UndecodableBody("its br data ends early")
+        return iter(())
 
 
 def decoder_for(content_encoding: str | None) -> Decoder:
@@ -122,7 +133,7 @@ def decoder_for(content_encoding: str | None) -> Decoder:
         return _Zlib("gzip")
     if encoding == "deflate":
         return _Zlib("deflate")
-    if encoding == "br" and _BROTLI is not None:  # pragma: no cover - needs brotli >= 1.2
+    if encoding == "br" and _BROTLI is not None:
         return _Brotli()
     shown = encoding if len(encoding) <= 40 else encoding[:40] + "..."
     raise UndecodableBody(

@@ -23,6 +23,7 @@ import aiohttp
 import anyio
 import anyio.abc
 import attrs
+import brotli
 import yarl
 from aiohttp import web
 
@@ -40,6 +41,7 @@ Action = Literal[
     "reset",  # forward, then close the connection without an answer
     "raw",  # answer ``status`` with ``body`` (bytes, as they are) and ``headers``
     "gzip",  # forward, then answer the emulator's body gzip-compressed (Content-Encoding)
+    "br",  # forward, then answer the emulator's body brotli-compressed (Content-Encoding)
     "headers",  # forward, then answer the emulator's answer with ``headers`` added
     "reroute",  # forward with ``old`` replaced by ``new`` in the path: another run's answer
 ]
@@ -184,6 +186,9 @@ class FaultProxy:
         if action == "gzip":
             headers["Content-Encoding"] = "gzip"
             return web.Response(status=status, headers=headers, body=gzip.compress(body))
+        if action == "br":
+            headers["Content-Encoding"] = "br"
+            return web.Response(status=status, headers=headers, body=brotli.compress(body))
         if action == "headers":
             return web.Response(status=status, headers={**headers, **tamper.headers}, body=body)
         if action == "replace":

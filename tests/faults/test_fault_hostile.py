@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import brotli
 import pytest
 from _platforms import FAST, FAST_RETRY, PINKFISH, PLATFORMS, VARIANTS, Platform, send_trigger
 from _servers import FaultProxy, RawServer
@@ -78,6 +79,7 @@ def bombs() -> dict[str, bytes]:
         "gzip": gzip_bomb,
         "deflate": zlib.compress(data, 9),
         "raw-deflate": raw.compress(data) + raw.flush(),
+        "br": brotli.compress(data, quality=5),  # 203 bytes
     }
 
 
@@ -114,7 +116,7 @@ async def test_a_compression_bomb_ends_in_a_protocol_error_within_the_cap(
     assert peak < 6 * MiB, f"{peak:,} bytes at the peak"
 
 
-@pytest.mark.parametrize("encoding", ["deflate", "raw-deflate"])
+@pytest.mark.parametrize("encoding", ["deflate", "raw-deflate", "br"])
 @pytest.mark.parametrize("own_session", [False, True], ids=["own", "session-auto-decompress"])
 async def test_a_bomb_is_bounded_for_every_encoding_and_a_callers_session(
     emulator: Emulator,
@@ -140,12 +142,47 @@ async def test_a_bomb_is_bounded_for_every_encoding_and_a_callers_session(
 async def test_a_body_in_an_encoding_not_asked_for_is_a_protocol_error(
     platform: Platform, emulator: Emulator, proxy: FaultProxy, make_client: MakeClient
 ) -> None:
-    proxy.add("raw", on="poll", body=b"\x0b\x02\x80{}\x03", headers={"Content-Encoding": "br"})
+    proxy.add("raw", on="poll", body=b"(\xb5/\xfd\x00X{}", headers={"Content-Encoding": "zstd"})
     async with make_client(platform.provider(emulator, proxy.url)) as client:
         execution = await client.trigger(platform.workflow)
         with pytest.raises(wt.ProtocolError, match="cannot be decoded") as info:
             await client.status(execution)
-    assert "'br'" in str(info.value)
+    assert "'zstd'" in str(info.value) and "Accept-Encoding: gzip, deflate, br" in str(info.value)
+    assert all("zstd" not in seen.headers["Accept-Encoding"] for seen in proxy.seen)
+
+
+async def test_br_answers_are_asked_for_and_decoded_and_bad_ones_refused(
+    any_platform: Platform, emulator: Emulator, proxy: FaultProxy, make_client: MakeClient
+) -> None:
+    """With brotli >= 1.2 installed (the test extra has it), every request asks for br,
+    and a run whose every answer is br-compressed ends as it would without."""
+    emulator.scenario(any_platform.workflow, Scenario(duration=0.0, result={"n": 1}))
+    proxy.add("br", count=100)
+    async with make_client(any_platform.provider(emulator, proxy.url)) as client:
+        outcome = await client.run(any_platform.workflow)
+    assert outcome.ok and outcome.result is not None, outcome
+    assert sum(seen.action == "br" for seen in proxy.seen) >= (2 if any_platform.polls else 1)
+    assert all("br" in seen.headers["Accept-Encoding"].split(", ") for seen in proxy.seen)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (brotli.compress(b'{"status": "running"}' * 50)[:-3], "ends early"),
+        (b"\xff\x00 not brotli at all \x00" * 4, "is corrupt"),
+    ],
+    ids=["truncated", "corrupt"],
+)
+async def test_a_br_body_cut_short_or_corrupt_is_a_protocol_error(
+    emulator: Emulator, proxy: FaultProxy, make_client: MakeClient, body: bytes, said: str
+) -> None:
+    p = PLATFORMS[0]
+    proxy.add("raw", on="poll", body=body, headers={"Content-Encoding": "br"})
+    async with make_client(p.provider(emulator, proxy.url)) as client:
+        execution = await client.trigger(p.workflow)
+        with pytest.raises(wt.ProtocolError, match="cannot be read") as info:
+            await client.status(execution)
+    assert f"its br data {said}" in str(info.value)
 
 
 # -- 2. every parse ends in one of our errors --------------------------------------------
