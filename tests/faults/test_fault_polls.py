@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -474,6 +475,23 @@ async def test_a_download_reset_mid_body_is_retried_and_complete(
         path = await client.download(through, to=tmp_path / "out.bin")
     assert path.read_bytes() == data
     assert emulator.operation_requests("download") == 4  # each cut answer, then its retry
+
+
+async def test_a_br_compressed_download_over_many_pieces_comes_out_whole(
+    emulator: Emulator, proxy: FaultProxy, make_client: MakeClient, tmp_path: Path
+) -> None:
+    data = random.Random(0).randbytes(256 * 1024) * 4  # 1 MiB: many 64 KiB pieces
+    emulator.scenario(PINKFISH.workflow, Scenario(duration=0.0, files={"out.bin": data}))
+    async with make_client(PINKFISH.provider(emulator)) as client:
+        outcome = await client.run(PINKFISH.workflow)
+    [artifact] = outcome.artifacts
+    through = attrs.evolve(artifact, url=artifact.url.replace(emulator.base_url, proxy.url))
+    proxy.add("br", count=2)
+    async with make_client(PINKFISH.provider(emulator)) as client:
+        assert await client.download(through) == data
+        path = await client.download(through, to=tmp_path / "out.bin")
+    assert path.read_bytes() == data
+    assert [seen.action for seen in proxy.seen] == ["br", "br"]
 
 
 # -- what the platform says is data, not an exception -------------------------------------
