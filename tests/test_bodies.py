@@ -48,3 +48,20 @@ def test_a_br_bomb_decodes_in_bounded_pieces_to_the_last_byte(step: int | None) 
     assert list(decoder.end()) == []
     assert total == len(data)
     assert largest <= 2 * _bodies.PIECE  # about a piece: brotli overshoots by a block
+
+
+def test_a_br_decoder_stuck_without_output_or_room_is_refused_not_spun() -> None:
+    class Stuck:  # no output, no room for input, not finished: a loop would never end
+        def process(self, data: bytes, output_buffer_limit: int) -> bytes:
+            return b""
+
+        def can_accept_more_data(self) -> bool:
+            return False
+
+        def is_finished(self) -> bool:
+            return False
+
+    decoder = _bodies.decoder_for("br")
+    decoder._inflater = Stuck()  # type: ignore[attr-defined]
+    with pytest.raises(_bodies.UndecodableBody, match="no progress"):
+        list(decoder.feed(b"\x0b"))

@@ -109,11 +109,16 @@ class _Brotli(Decoder):
             out = inflater.process(data, output_buffer_limit=PIECE)
             # drain what the input already holds: brotli takes no more input until then,
             # and may say it can before it made the last of it
-            while out or not inflater.can_accept_more_data():
+            while True:
                 if out:
                     yield out
                 if inflater.is_finished():
                     return
+                if inflater.can_accept_more_data():
+                    if not out:
+                        return  # drained: the next bytes are needed
+                elif not out:  # neither output nor room for input: it would spin
+                    raise UndecodableBody("its br data does not decode (no progress)")
                 out = inflater.process(b"", output_buffer_limit=PIECE)
         except _BROTLI.error as exc:
             raise UndecodableBody(f"its br data is corrupt ({exc})") from None
