@@ -16,7 +16,7 @@ import contextlib
 import gzip
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -61,6 +61,10 @@ _HOP_BY_HOP = {
     "date",
     "server",
 }
+
+
+#: the actions that forward, then answer the emulator's body compressed in their encoding
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "br": brotli.compress}
 
 
 def operation_of(method: str, path: str) -> On:
@@ -183,12 +187,9 @@ class FaultProxy:
             status, headers, body = await self._forward(request, path)
             return web.Response(status=status, headers=headers, body=body)
         status, headers, body = await self._forward(request)
-        if action == "gzip":
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(status=status, headers=headers, body=gzip.compress(body))
-        if action == "br":
-            headers["Content-Encoding"] = "br"
-            return web.Response(status=status, headers=headers, body=brotli.compress(body))
+        if action in _COMPRESSORS:  # the action is the Content-Encoding
+            headers["Content-Encoding"] = action
+            return web.Response(status=status, headers=headers, body=_COMPRESSORS[action](body))
         if action == "headers":
             return web.Response(status=status, headers={**headers, **tamper.headers}, body=body)
         if action == "replace":
