@@ -20,9 +20,12 @@ and the scaling model. Printed (``--repeat K``: K runs of the overhead part).
    the SDK from source). A third run is the control: one process doing one worker's
    share (N/W items at concurrency/W), its CPU times W, i.e. W processes without Ray,
    each at a W-th of the request rate (the SDK's CPU per request rises as a process's
-   request rate falls). Ray's own processes (raylet, GCS, agents, log monitor) are shown
-   apart, in no figure. ``--repeat K`` runs the three K times in alternating order and
-   prints the median and range of each figure.
+   request rate falls). A fourth, the second control: W plain processes at once, without
+   Ray, each with a W-th of the batch (N/W items at concurrency/W, started together once
+   each has imported the SDK), their CPU summed: what any split into W processes costs on
+   this machine, where they share its 2 cores with the emulator. Ray's own processes
+   (raylet, GCS, agents, log monitor) are shown apart, in no figure. ``--repeat K`` runs
+   them K times in alternating order and prints the median and range of each figure.
 3. Scaling: requests per CPU-second of the client, measured, times cores.
 """
 
@@ -175,6 +178,38 @@ async def a_workers_share(url: str, args: argparse.Namespace) -> dict[str, float
     return {**r, "cpu": r["cpu"] * w, "ok": r["ok"] * w}
 
 
+def at_once(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """W plain processes (``--share-of``) at once, each with N/W items at concurrency/W: a
+    split into W processes without Ray. Each imports first, then all start together."""
+    w = args.workers
+    command = [sys.executable, __file__, "--share-of", url, "--n", str(args.n // w)]
+    command += ["--concurrency", str(max(1, args.concurrency // w))]
+    command += ["--interval", str(args.interval)]
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(w)
+    ]
+    for child in children:  # each says "ready" once it has imported
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = [json.loads(child.communicate()[0]) for child in children]
+    return {
+        "cpu": sum(r["cpu"] for r in results),
+        "wall": max(r["wall"] for r in results),
+        "ok": sum(r["ok"] for r in results),
+    }
+
+
+def share_of(url: str, args: argparse.Namespace) -> None:
+    """``--share-of URL``: a child of ``at_once``: say ready, wait for go, run, print JSON."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(anyio.run(one_process, url, args)), flush=True)
+
+
 def ray_daemons(exclude: set[int]) -> dict[int, float]:
     """CPU so far of Ray's own processes on this machine (raylet, GCS, agents, log monitor,
     idle workers): not the driver's, not the workers'."""
@@ -262,7 +297,8 @@ def spread(values: list[float], fmt: str = ".1f") -> str:
     return f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
-ONE, SHARE, RAY, WARM = "one process", "a worker's share", "ray", "ray, warm pool"
+ONE, SHARE, AT_ONCE = "one process", "a worker's share", "processes at once"
+RAY, WARM = "ray", "ray, warm pool"
 
 
 async def overhead(args: argparse.Namespace) -> None:
@@ -271,7 +307,17 @@ async def overhead(args: argparse.Namespace) -> None:
         fixed = await over_ray(server.url, args, n=args.workers)
     finally:
         server.close()
-    runs = {ONE: one_process, SHARE: a_workers_share, RAY: over_ray, WARM: on_a_warm_pool}
+
+    async def processes_at_once(url: str, args: argparse.Namespace) -> dict[str, float]:
+        return await anyio.to_thread.run_sync(at_once, url, args)
+
+    runs = {
+        ONE: one_process,
+        SHARE: a_workers_share,
+        AT_ONCE: processes_at_once,
+        RAY: over_ray,
+        WARM: on_a_warm_pool,
+    }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for rep in range(args.repeat):
         order = list(runs) if rep % 2 == 0 else list(reversed(runs))  # drift hits all alike
@@ -295,6 +341,7 @@ async def overhead(args: argparse.Namespace) -> None:
     labels = {
         ONE: "one process",
         SHARE: f"1/{args.workers} x {args.workers}",
+        AT_ONCE: f"{args.workers} at once",
         RAY: f"ray, {args.workers} workers",
         WARM: "ray, warm pool",
     }
@@ -308,6 +355,16 @@ async def overhead(args: argparse.Namespace) -> None:
             f"{spread([r['cpu'] / args.n * 1e3 for r in rs], '.3f')} ms per execution, "
             f"{spread(ratios, '.2f')}x one process, wall {spread([r['wall'] for r in rs])} s"
         )
+    apart = results[AT_ONCE]
+
+    def over_apart(name: str) -> str:
+        pairs = zip(results[name], apart, strict=True)
+        return f"{spread([r['cpu'] / a['cpu'] for r, a in pairs], '.2f')}x"
+
+    print(
+        f"{'':17}over {args.workers} plain processes at once (the same split, no Ray): "
+        f"a fresh batch {over_apart(RAY)}, a warm pool {over_apart(WARM)}"
+    )
     rays = results[RAY]
     marginal = [(r["cpu"] - fixed["cpu"]) / b for r, b in zip(rays, cpu_base, strict=True)]
     print(
@@ -362,8 +419,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--share-of", metavar="URL", help=argparse.SUPPRESS)  # at_once's child
     args = parser.parse_args()
     args.poll = wt.PollPolicy(interval=args.interval, jitter=0.1, timeout=120.0)
+    if args.share_of:
+        share_of(args.share_of, args)
+        return
     # each worker imports the SDK: from its bytecode, as after a pip install (which compiles
     # it), not from source, which an editable install under PYTHONDONTWRITEBYTECODE=1 (this
     # machine's setting) makes every worker compile anew (~0.15 s of CPU each)
