@@ -27,6 +27,12 @@ and the scaling model. Printed (``--repeat K``: K runs of the overhead part).
    (raylet, GCS, agents, log monitor) are shown apart, in no figure. ``--repeat K`` runs
    them K times in alternating order and prints the median and range of each figure.
 3. Scaling: requests per CPU-second of the client, measured, times cores.
+4. Ray's own costs, with no SDK in them (``--floor``; ``--repeat 0 --skip-kill --floor`` for
+   this part alone): an actor call to a trivial async actor (about what an ``exchange``
+   carries: 25 items in, 6 KB out), back to back and one every 0.25 s (a worker's linger at
+   this workload's interval), its CPU in the driver and in the actor's process; and the CPU
+   an idle actor's process spends per second (Ray's core worker wakes its main thread every
+   10 ms).
 """
 
 from __future__ import annotations
@@ -408,6 +414,43 @@ async def overhead(args: argparse.Namespace) -> None:
     )
 
 
+@ray.remote
+class _Echo:
+    """A trivial async actor: what a call costs Ray, with no SDK on either side."""
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def exchange(self, batch: str, works: list[Any]) -> bytes:
+        return b"x" * 6_000
+
+
+async def ray_floor() -> None:
+    actor = _Echo.options(max_restarts=0, max_task_retries=0).remote()  # type: ignore[attr-defined]
+    pid = await actor.pid.remote()
+    works = [(i, {"i": i}, None, None) for i in range(25)]
+    for _ in range(20):  # warm
+        await actor.exchange.remote("b", works)
+    actor_cpu, started = cpu_of([pid]), time.perf_counter()
+    await anyio.sleep(5.0)
+    idle = (cpu_of([pid]) - actor_cpu) / (time.perf_counter() - started)
+    print(f"  an idle actor's process: {idle * 1e3:.1f} ms of CPU per second")
+    for calls, gap in ((300, 0.0), (40, 0.25)):
+        cpu, actor_cpu, started = cpu_self(), cpu_of([pid]), time.perf_counter()
+        for _ in range(calls):
+            await actor.exchange.remote("b", works)
+            await anyio.sleep(gap)
+        wall = time.perf_counter() - started
+        driver, worker = (cpu_self() - cpu) / calls, (cpu_of([pid]) - actor_cpu) / calls
+        call = worker - idle * wall / calls  # the idle share apart
+        print(
+            f"  {calls} calls, {'back to back' if not gap else f'one every {gap} s'}: "
+            f"{(driver + call) * 1e3:.1f} ms of CPU a call (driver {driver * 1e3:.2f}, "
+            f"actor's process {call * 1e3:.2f} past its idle share), {wall:.1f} s"
+        )
+    ray.kill(actor)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
@@ -419,6 +462,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="also part 4, Ray's own costs")
     parser.add_argument("--share-of", metavar="URL", help=argparse.SUPPRESS)  # at_once's child
     args = parser.parse_args()
     args.poll = wt.PollPolicy(interval=args.interval, jitter=0.1, timeout=120.0)
@@ -443,6 +487,9 @@ def main() -> None:
                 f"{args.interval} s, concurrency {args.concurrency}"
             )
             anyio.run(overhead, args)
+        if args.floor:
+            print("\n4. Ray's own costs, no SDK: a trivial async actor")
+            anyio.run(ray_floor)
     finally:
         ray.shutdown()
 
