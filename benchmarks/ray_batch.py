@@ -30,9 +30,9 @@ and the scaling model. Printed (``--repeat K``: K runs of the overhead part).
 4. Ray's own costs, with no SDK in them (``--floor``; ``--repeat 0 --skip-kill --floor`` for
    this part alone): an actor call to a trivial async actor (about what an ``exchange``
    carries: 25 items in, 6 KB out), back to back and one every 0.25 s (a worker's linger at
-   this workload's interval), its CPU in the driver and in the actor's process; and the CPU
-   an idle actor's process spends per second (Ray's core worker wakes its main thread every
-   10 ms).
+   this workload's interval), its CPU in the driver and in the actor's process; the CPU an
+   idle actor's process spends per second (Ray's core worker wakes its main thread every
+   10 ms); and what the actor's process spent from its start to its first answer.
 """
 
 from __future__ import annotations
@@ -428,6 +428,7 @@ class _Echo:
 async def ray_floor() -> None:
     actor = _Echo.options(max_restarts=0, max_task_retries=0).remote()  # type: ignore[attr-defined]
     pid = await actor.pid.remote()
+    print(f"  a trivial actor's process, from its start to its first answer: {cpu_of([pid]):.2f} s")
     works = [(i, {"i": i}, None, None) for i in range(25)]
     for _ in range(20):  # warm
         await actor.exchange.remote("b", works)
