@@ -16,6 +16,7 @@ import contextlib
 import copyreg
 import io
 import pickle
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -120,6 +121,32 @@ class PoolSettings:
     client_options: dict[str, Any]
 
 
+#: what ``address=`` may be besides None: a node of the cluster ("auto"), its GCS
+#: ("host:port") or its Ray Client server ("ray://host:port")
+_ADDRESS = re.compile(r"(ray://)?([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
+def check_address(address: object) -> None:
+    """Refuse an ``address`` Ray could not join, before anything starts."""
+    if address is None or address == "auto":
+        return
+    if isinstance(address, str) and _ADDRESS.fullmatch(address):
+        return
+    shown = repr(address) if isinstance(address, str) else type(address).__name__
+    raise InvalidInputError(
+        f"address must be None (a local cluster), 'auto' (the cluster this node is in), "
+        f"'host:port' (its GCS) or 'ray://host:port' (its Ray Client server), not {shown}"
+    )
+
+
+def gcs_host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of a ``host:port`` address (None for "auto" and "ray://")."""
+    if address == "auto" or address.startswith("ray://"):
+        return None
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def pool_settings(
     provider: Provider | Callable[[], Provider],
     *,
@@ -140,11 +167,7 @@ def pool_settings(
         )
     if workers is not None:
         check_count("workers", workers)
-    if address is not None and not isinstance(address, str):
-        raise InvalidInputError(
-            f"address must be None (a local cluster), 'auto' or 'ray://host:port', not "
-            f"{type(address).__name__}"
-        )
+    check_address(address)
     return PoolSettings(
         provider=made,
         spec=spec,

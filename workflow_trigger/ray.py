@@ -39,6 +39,7 @@ import contextlib
 import logging
 import os
 import pickle
+import socket
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic
@@ -51,7 +52,7 @@ import ray.exceptions
 from ._calls import T
 from ._items import BatchCounts
 from ._ray_driver import POOL_CLOSED, Driver, settings
-from ._ray_pool import CLOSED, Pool, pool_settings, provider_bytes
+from ._ray_pool import CLOSED, Pool, gcs_host_port, pool_settings, provider_bytes
 from ._ray_worker import Work, Worker
 from .client import DEFAULT
 from .errors import InvalidInputError, WorkflowTriggerError
@@ -118,6 +119,25 @@ class _Actor:
         ray.kill(self.actor)
 
 
+#: seconds to wait for a cluster's GCS port to accept a connection before ``ray.init``, which
+#: would retry an unreachable one for minutes and then exit the process
+JOIN_TIMEOUT = 10.0
+
+
+def _reachable(address: str) -> None:
+    """Refuse a ``host:port`` address whose port does not accept a connection."""
+    gcs = gcs_host_port(address)
+    if gcs is None:
+        return
+    try:
+        socket.create_connection(gcs, timeout=JOIN_TIMEOUT).close()
+    except OSError as exc:
+        raise WorkflowTriggerError(
+            f"could not reach the Ray cluster at {address!r} ({exc.strerror or exc}): check "
+            f"address= or --ray-address, and that the cluster runs (ray start --head)"
+        ) from None
+
+
 class _Ray:
     """The Ray cluster the pool runs on (``_ray_pool.Cluster``)."""
 
@@ -135,7 +155,14 @@ class _Ray:
                 **common,
             )
         else:
-            ray.init(address=address, **common)
+            _reachable(address)
+            try:
+                ray.init(address=address, **common)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise WorkflowTriggerError(
+                    f"could not join the Ray cluster at {address!r}: {exc} (check address= or "
+                    f"--ray-address; 'ray://' needs the Ray Client server on the head node)"
+                ) from None
         return True
 
     def cpus(self) -> int:
